@@ -1,0 +1,53 @@
+"""Shared fixtures: the real dataset (skipped when absent), synthetic data, tiny YOLO trees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "bone-fracture-yolo8"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real BoneFractureYolo8 copy beside the project, read in place."""
+    if not (SHARED_DATA / "data.yaml").is_file():
+        pytest.skip(f"real dataset not present at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A small synthetic dataset with a COCO file and some 'lost' YOLO labels."""
+    from fracture.data.synthetic import SyntheticSpec, generate
+
+    spec = SyntheticSpec(per_class=12, rare_per_split=3, write_coco=True, lost_yolo_labels=0.2, seed=3)
+    return generate(tmp_path_factory.mktemp("synthetic"), spec)
+
+
+def write_yolo_dataset(root: Path, names: list[str], splits: dict[str, dict[str, str]], image_size=(48, 64)) -> Path:
+    """A tiny YOLO tree. `splits`: split -> {stem: label text}; a None label writes no file.
+
+    Every stem gets a plain grey JPEG; data.yaml uses Roboflow's '../<split>/images' style.
+    """
+    import numpy as np
+    from PIL import Image
+
+    import yaml
+
+    for split, labels in splits.items():
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "labels").mkdir(parents=True, exist_ok=True)
+        for stem, text in labels.items():
+            pixels = np.full((*image_size, 3), 90, np.uint8)
+            Image.fromarray(pixels).save(root / split / "images" / f"{stem}.jpg")
+            if text is not None:
+                (root / split / "labels" / f"{stem}.txt").write_text(text)
+    spec = {("val" if s == "valid" else s): f"../{s}/images" for s in splits}
+    (root / "data.yaml").write_text(yaml.safe_dump({**spec, "nc": len(names), "names": names}))
+    return root
