@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -229,7 +230,5 @@ def ensure_synthetic(root: str | Path, spec: SyntheticSpec | None = None) -> Pat
     if root.exists() and any(root.iterdir()) and not marker.is_file():
         raise FileExistsError(f"{root} exists and is not a synthetic dataset; refusing to overwrite it.")
     if root.exists():
-        import shutil
-
         shutil.rmtree(root)
     return generate(root, spec)
