@@ -1,0 +1,1 @@
+"""Keras 3 models: backbones from keras.applications (plus a small CPU CNN) and heads."""

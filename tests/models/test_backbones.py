@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from fracture.models import backbones as B
+
+FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "resnet50", "mobilenet_v3_small", "small_cnn"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_builds_at_tiny_size_without_weights(name):
+    backbone, loaded = B.build_backbone(name, 32, weights=None)
+    features = backbone(np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32"))
+    assert loaded is None
+    assert features.shape[0] == 1 and len(features.shape) == 4
+    assert np.isfinite(np.asarray(features)).all()
+
+
+def test_registry_covers_the_requested_names():
+    expected = {"densenet121", "densenet169", "densenet201", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "small_cnn"}
+    expected |= {f"efficientnet_b{i}" for i in range(8)}
+    expected |= {"efficientnetv2_b0", "efficientnetv2_b1", "efficientnetv2_b2", "efficientnetv2_b3", "efficientnetv2_s"}
+    assert expected <= set(B.BACKBONES)
+
+
+def failing_constructor(**kwargs):
+    if kwargs.get("weights") == "imagenet":
+        raise Exception("URL fetch failure on https://example.invalid: None -- [Errno -3] offline")
+    return B.small_cnn(kwargs["input_shape"])
+
+
+def test_offline_imagenet_falls_back_loudly_or_fails_in_strict_mode(monkeypatch):
+    monkeypatch.setitem(B.BACKBONES, "fake", B.BackboneSpec(failing_constructor))
+    with pytest.warns(UserWarning, match="RANDOM INIT"):
+        backbone, loaded = B.build_backbone("fake", 32, weights="imagenet")
+    assert loaded is None and backbone is not None
+    with pytest.raises(B.WeightsUnavailableError, match="URL fetch failure"):
+        B.build_backbone("fake", 32, weights="imagenet", strict=True)
+
+
+def test_normalization_modes_match_keras_reference():
+    import keras
+
+    images = np.random.default_rng(1).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
+    torch_mode = np.asarray(B.ImageNormalization("torch")(images))
+    np.testing.assert_allclose(torch_mode, keras.applications.densenet.preprocess_input(images.copy()), rtol=1e-5, atol=1e-5)
+    caffe_mode = np.asarray(B.ImageNormalization("caffe")(images))
+    np.testing.assert_allclose(caffe_mode, keras.applications.resnet50.preprocess_input(images.copy()), rtol=1e-5, atol=1e-4)
+
+
+def test_weights_file_is_loaded_and_recorded(tmp_path):
+    first, _ = B.build_backbone("small_cnn", 32, weights=None)
+    path = tmp_path / "backbone.weights.h5"
+    first.save_weights(str(path))
+    images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    fresh, _ = B.build_backbone("small_cnn", 32, weights=None)
+    assert not np.allclose(np.asarray(first(images)), np.asarray(fresh(images)))
+    second, loaded = B.build_backbone("small_cnn", 32, weights=str(path))
+    assert loaded == str(path)
+    np.testing.assert_allclose(np.asarray(first(images)), np.asarray(second(images)), atol=1e-6)
+    with pytest.raises(B.WeightsUnavailableError, match="does not exist"):
+        B.build_backbone("small_cnn", 32, weights=str(tmp_path / "missing.weights.h5"), strict=True)
