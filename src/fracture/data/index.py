@@ -253,7 +253,8 @@ def _read_split(
     if coco_path is not None:
         coco = read_coco(coco_path)
         report.coco_file = str(coco_path)
-        report.add_dropped(coco.dropped)
+        if use_coco:  # in yolo mode the COCO file only feeds the cross-check
+            report.add_dropped(coco.dropped)
     elif cfg.annotations == "coco":
         raise DatasetError(
             f"data.annotations=coco but no COCO file found for split {split!r} "
@@ -301,7 +302,7 @@ def _read_split(
             LabelObject(source_to_label[o.class_id], o.box) for o in (record.yolo or [])
         ]
         coco_objects, unmapped = [], []
-        for obj in record.coco or []:
+        for obj in (record.coco or []) if use_coco else []:
             if obj.category in label_id_of:
                 coco_objects.append(LabelObject(label_id_of[obj.category], obj.box))
             else:
