@@ -1,0 +1,1 @@
+"""Training: precision and distribution setup, optimizers, callbacks, feature cache, the loop."""

@@ -1,0 +1,152 @@
+"""Callbacks (`conf/callbacks/`): checkpoints, resume, logging, early stopping, NaN guard.
+
+The best/last checkpoints and the TensorBoard image panel always use the *end-to-end*
+model, also in the phase that trains the heads alone on cached features.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from fracture.training.optim import current_learning_rate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CallbacksConfig:
+    """The `callbacks` config group (documented in conf/callbacks/default.yaml)."""
+
+    monitor: str = "val_loss"
+    mode: str = "min"
+    early_stopping: dict = field(default_factory=lambda: {"enabled": True, "patience": 8, "min_delta": 0.0})
+    backup_and_restore: bool = True
+    tensorboard: dict = field(default_factory=lambda: {"enabled": True, "images": 4})
+    csv_logger: bool = True
+    terminate_on_nan: bool = True
+    progress: str | int = "auto"
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the optimizer's current rate to the epoch logs (so CSV and TensorBoard get it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.model.optimizer is not None:
+            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+
+
+class ModelSaver(keras.callbacks.Callback):
+    """Saves `model` (the end-to-end model, whatever `fit` trains) at epoch ends.
+
+    Args:
+        model: the model to save.
+        path: the `.keras` file.
+        monitor: save only when this log value improves; None saves every epoch ("last").
+        mode: "min" or "max" for `monitor`.
+        best: the best value so far (read from history.csv when a run resumes).
+    """
+
+    def __init__(self, model: keras.Model, path: Path, monitor: str | None = None, mode: str = "min", best: float | None = None):
+        super().__init__()
+        self.target = model
+        self.path = Path(path)
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is None:
+            self.target.save(self.path)
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        if self.best is None or self.sign * value < self.sign * self.best:
+            print(f"\nEpoch {epoch + 1}: {self.monitor} improved to {value:.4f}; saving {self.path.name}")
+            self.best = float(value)
+            self.target.save(self.path)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, saying why and what to try."""
+
+    def __init__(self):
+        super().__init__()
+        self.tripped_at: str | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.tripped_at = f"epoch {self._epoch + 1}, batch {batch + 1}"
+            log.error(
+                "Loss became %s at %s; training stopped. Usual causes: a learning rate too high "
+                "(lower model.optimizer.learning_rate), float16 overflow (try trainer.precision=float32), "
+                "or bad targets (run scripts/inspect_data.py).",
+                loss,
+                self.tripped_at,
+            )
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+
+class BoxImageLogger(keras.callbacks.Callback):
+    """Each epoch, writes a few validation images to TensorBoard: true box green, predicted red.
+
+    Args:
+        model: the end-to-end model.
+        images: float `(N, S, S, 3)` raw 0-255 validation images.
+        boxes: their true normalized xyxy boxes (all-zero for "no finding").
+        class_ids: their true class ids.
+        class_names: for the caption.
+        log_dir: TensorBoard folder (written under `val_images/`).
+    """
+
+    def __init__(self, model, images, boxes, class_ids, class_names: Sequence[str], log_dir: Path):
+        super().__init__()
+        import tensorflow as tf
+
+        self.target = model
+        self.images = np.asarray(images, np.float32)
+        self.boxes = np.asarray(boxes, np.float32)
+        self.class_ids = list(class_ids)
+        self.class_names = list(class_names)
+        self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "val_images"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        outputs = self.target(self.images, training=False)
+        probs, pred_boxes = np.asarray(outputs["class"]), np.asarray(outputs["box"])
+        yxyx = lambda b: b[:, [1, 0, 3, 2]]  # noqa: E731 - tf.image draws y1, x1, y2, x2
+        boxes = np.stack([yxyx(self.boxes), yxyx(pred_boxes)], axis=1)
+        colors = np.array([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0]], np.float32)
+        drawn = tf.image.draw_bounding_boxes(self.images / 255.0, boxes, colors)
+        captions = [
+            f"{i}: true {self.class_names[t]} | predicted {self.class_names[int(p.argmax())]} ({p.max():.2f})"
+            for i, (t, p) in enumerate(zip(self.class_ids, probs))
+        ]
+        with self.writer.as_default():
+            tf.summary.image("val/true_green_predicted_red", drawn, step=epoch, max_outputs=len(drawn))
+            tf.summary.text("val/classes", "\n\n".join(captions), step=epoch)
+        self.writer.flush()
+
+
+def best_from_history(history_csv: Path, monitor: str, mode: str) -> float | None:
+    """The best `monitor` value recorded so far in a (resumed) run's history.csv."""
+    if not history_csv.is_file():
+        return None
+    with history_csv.open() as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor) not in (None, "", "nan")]
+    if not values:
+        return None
+    return min(values) if mode == "min" else max(values)
