@@ -13,6 +13,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "bone-fracture-yolo8"
 
 
+def compose_cfg(name: str, overrides: list[str]):
+    """Compose the project's real conf/ tree with overrides (as the scripts would)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real BoneFractureYolo8 copy beside the project, read in place."""

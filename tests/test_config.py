@@ -5,19 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, compose_cfg
 from fracture.data.config import DataConfig, data_config_from_hydra
 from fracture.data.download import DownloadError, download
-
-CONF = str(PROJECT_ROOT / "conf")
-
-
-def compose_cfg(name, overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
-
 
 def test_train_config_has_the_defaults_list(monkeypatch):
     monkeypatch.setenv("FRACTURE_PROJECT_ROOT", "/proj")

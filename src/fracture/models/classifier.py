@@ -71,10 +71,10 @@ def set_backbone_trainable(backbone: keras.Model, trainable_layers: int | str) -
     """Freeze or unfreeze the backbone.
 
     Args:
-        trainable_layers: "all", 0 (frozen), or N: only the top N layers of the backbone's
-            core train. BatchNormalization layers stay frozen in partial fine-tuning, as
-            keras' transfer-learning guide recommends, so small batches do not wreck the
-            ImageNet statistics.
+        trainable_layers: "all", 0 (frozen), or N: only the top N layers with weights
+            train, BatchNormalization not counted. In partial fine-tuning every
+            BatchNormalization layer stays frozen, as keras' transfer-learning guide
+            recommends, so small batches do not wreck the pretrained statistics.
     """
     if trainable_layers == "all":
         backbone.trainable = True
@@ -84,8 +84,10 @@ def set_backbone_trainable(backbone: keras.Model, trainable_layers: int | str) -
     if n <= 0:
         return
     layers = [l for l in _flat_layers(backbone) if l.weights]
-    for i, layer in enumerate(layers):
-        layer.trainable = i >= len(layers) - n and not isinstance(layer, keras.layers.BatchNormalization)
+    tunable = [l for l in layers if not isinstance(l, keras.layers.BatchNormalization)]
+    top = {id(l) for l in tunable[-n:]}
+    for layer in layers:
+        layer.trainable = id(layer) in top
 
 
 def _flat_layers(model: keras.Model) -> list:

@@ -127,7 +127,9 @@ def feature_dataset(cached: CachedFeatures, batch_size: int, shuffle: bool, seed
             {"class": tf.TensorSpec((None, c), tf.float32), "box": tf.TensorSpec((None, 4), tf.float32)},
             {"class": tf.TensorSpec((None,), tf.float32), "box": tf.TensorSpec((None,), tf.float32)},
         )
-        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+        ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        # A known length lets Keras re-iterate it each epoch like any finite dataset.
+        return ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size))).prefetch(2)
     ds = tf.data.Dataset.from_tensor_slices((cached.features, cached.targets, cached.sample_weights))
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)

@@ -106,8 +106,15 @@ def config_fingerprint(cfg) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def train(cfg, run_dir: str | Path) -> TrainResult:
-    """Train from a composed Hydra config (conf/config.yaml); see the module docstring."""
+def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> TrainResult:
+    """Train from a composed Hydra config (conf/config.yaml); see the module docstring.
+
+    Args:
+        cfg: the composed config.
+        run_dir: where the run's files go (Hydra's run dir), unless an interrupted run of
+            the same config is resumed: then its folder is used.
+        extra_callbacks: more Keras callbacks for every phase (tests use one to crash a run).
+    """
     from omegaconf import OmegaConf
 
     from fracture.data.config import data_config_from_hydra
@@ -185,7 +192,7 @@ def train(cfg, run_dir: str | Path) -> TrainResult:
             continue
         outcome = _run_phase(
             phase, fm, trainer, data_cfg, cb_cfg, opt_cfg, losses, loss_weights, class_weights,
-            classes, train_samples, val_samples, strategy, run_dir, state_dir, cfg,
+            classes, train_samples, val_samples, strategy, run_dir, state_dir, cfg, extra_callbacks or [],
         )
         info["phases"].append(outcome)
         epochs_run += outcome["epochs"]
@@ -209,7 +216,7 @@ def train(cfg, run_dir: str | Path) -> TrainResult:
 
 def _run_phase(
     phase, fm: FractureModel, trainer, data_cfg, cb_cfg, opt_cfg, losses, loss_weights, class_weights,
-    classes, train_samples, val_samples, strategy, run_dir, state_dir, cfg,
+    classes, train_samples, val_samples, strategy, run_dir, state_dir, cfg, extra_callbacks,
 ) -> dict:
     from fracture.data.pipeline import make_dataset
 
@@ -257,7 +264,7 @@ def _run_phase(
         validation_data=val_ds,
         initial_epoch=phase.start,
         epochs=phase.end,
-        callbacks=callbacks,
+        callbacks=callbacks + list(extra_callbacks),
         shuffle=False,  # the pipeline shuffles (seeded); Keras cannot shuffle a tf.data.Dataset
         verbose=_verbosity(cb_cfg.progress),
     )
