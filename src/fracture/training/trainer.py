@@ -134,6 +134,7 @@ def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> Trai
         original = Path((state_dir / "run_dir.txt").read_text().strip())
         if original.is_dir() and original != run_dir:
             print(f"Resuming the interrupted run {original} (state {state_dir}).")
+            run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "resumed_into.txt").write_text(f"{original}\n")
             run_dir, resumed_from = original, original
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,7 @@ def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> Trai
     counts = class_counts([s.class_id for s in train_samples], classes.num_classes)
     class_weights = compute_class_weights(counts, classes.class_names, weight_cfg)
     print(f"classes: {dict(zip(classes.class_names, counts.tolist()))}")
-    print(f"class weights: {dict(zip(classes.class_names, np.round(class_weights, 3).tolist()))}")
+    print(f"class weights: {dict(zip(classes.class_names, (round(float(w), 3) for w in class_weights)))}")
 
     with strategy.scope():
         fm = build_model(model_cfg, classes.num_classes, data_cfg.image_size)

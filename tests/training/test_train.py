@@ -1,0 +1,140 @@
+"""`train()` end to end on small synthetic data, composed from the real conf/ tree:
+it learns (beats chance), fills the run folder, and resumes an interrupted run."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from conftest import PROJECT_ROOT, compose_cfg
+from fracture.training.trainer import TrainerConfig, plan_phases, train
+from fracture.training.optim import OptimizerConfig
+
+
+def small_run(tmp_path, *overrides):
+    return compose_cfg(
+        "config",
+        [
+            "experiment=demo",
+            f"data.root={tmp_path / 'synthetic'}",
+            "data.synthetic.per_class=16",
+            "data.synthetic.min_side=96",
+            "data.synthetic.max_side=128",
+            "data.image_size=64",
+            "data.batch_size=16",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            "callbacks.tensorboard.images=2",
+            "callbacks.progress=0",
+            *overrides,
+        ],
+    )
+
+
+class CrashAtEpoch(keras.callbacks.Callback):
+    """Simulates a killed process: raises when `epoch` (0-based) begins."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"simulated crash at epoch {epoch + 1}")
+
+
+def history_rows(run_dir):
+    with (run_dir / "history.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_on_synthetic_data_learns_and_fills_the_run_folder(tmp_path):
+    cfg = small_run(tmp_path, "trainer.epochs=10")
+    result = train(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    assert result.status == "completed" and result.run_dir == run
+    for name in ("config.yaml", "classes.json", "best.keras", "last.keras", "history.csv", "metrics.json", "run.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard" / "val_images").glob("events.out.tfevents.*"))
+    rows = history_rows(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(len(rows)))
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert "learning_rate" in rows[0]
+    info = json.loads((run / "run.json").read_text())
+    assert info["weights_used"] is None and info["precision"] == "float32" and info["status"] == "completed"
+    metrics = json.loads((run / "metrics.json").read_text())
+    # chance = always predicting the most frequent validation class
+    majority = _majority_rate(cfg)
+    assert metrics["class_accuracy"] > majority + 0.15, (metrics, majority)
+    reloaded = keras.models.load_model(run / "best.keras", safe_mode=True)
+    assert reloaded.output["class"].shape[-1] == info["num_classes"]
+
+
+def _majority_rate(cfg):
+    from collections import Counter
+
+    from fracture.data.config import data_config_from_hydra
+    from fracture.data.index import build_index
+
+    data = data_config_from_hydra(cfg.data)
+    samples = build_index(data, splits=["valid"], cache_dir=cfg.paths.cache_dir).split("valid").samples
+    return max(Counter(s.class_id for s in samples).values()) / len(samples)
+
+
+def test_interrupted_run_resumes_at_the_epoch_it_reached(tmp_path):
+    overrides = ("trainer.epochs=4", "trainer.freeze_epochs=1", "callbacks.early_stopping.enabled=false")
+    cfg = small_run(tmp_path, *overrides)
+    first = tmp_path / "first"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, first, extra_callbacks=[CrashAtEpoch(2)])
+    assert [int(r["epoch"]) for r in history_rows(first)] == [0, 1]
+
+    again = tmp_path / "again"  # Hydra gives the rerun a new folder; training continues in the first
+    result = train(small_run(tmp_path, *overrides), again)
+    assert result.run_dir == first and result.status == "completed"
+    assert (again / "resumed_into.txt").read_text().strip() == str(first)
+    assert [int(r["epoch"]) for r in history_rows(first)] == [0, 1, 2, 3]
+    info = json.loads((first / "run.json").read_text())
+    assert [(p["name"], p["first_epoch"], p["epochs"]) for p in info["phases"]] == [("fine_tune", 3, 2)]
+    assert not list((tmp_path / "logs").glob("*/.in_progress/*"))  # state removed when done
+
+
+def test_frozen_phase_uses_the_feature_cache_and_records_it(tmp_path):
+    cfg = small_run(tmp_path, "trainer.epochs=2", "trainer.freeze_epochs=1", "trainer.feature_cache=file")
+    result = train(cfg, tmp_path / "run")
+    phases = json.loads((tmp_path / "run" / "run.json").read_text())["phases"]
+    assert [(p["name"], p["feature_cache"]) for p in phases] == [("frozen", "file"), ("fine_tune", "off")]
+    assert result.status == "completed"
+    assert not list((tmp_path / "cache" / "features").glob("*/*"))  # file cache removed after the phase
+
+
+def test_phase_plan():
+    opt = OptimizerConfig(learning_rate=1e-3, fine_tune_learning_rate=1e-4)
+    two = plan_phases(TrainerConfig(epochs=10, freeze_epochs=3), opt, augment=True)
+    assert [(p.name, p.start, p.end, p.trainable_layers, p.learning_rate, p.augment) for p in two] == [
+        ("frozen", 0, 3, 0, 1e-3, False),
+        ("fine_tune", 3, 10, "all", 1e-4, True),
+    ]
+    only = plan_phases(TrainerConfig(epochs=5, freeze_epochs=0), opt, augment=False)
+    assert [(p.name, p.learning_rate) for p in only] == [("fine_tune", 1e-3)]
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+    cfg = small_run(tmp_path, "+trainer.epoch=3")
+    with pytest.raises(ValueError, match="trainer.epoch"):
+        train(cfg, tmp_path / "run")
+
+
+def test_train_script_prints_the_run_folder_and_tensorboard_command(tmp_path):
+    cmd = [
+        sys.executable, "scripts/train.py", "experiment=demo", f"data.root={tmp_path / 'syn'}",
+        "data.synthetic.per_class=10", "data.image_size=32", "trainer.epochs=1", "callbacks.progress=0",
+        f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    out = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "run folder: " + str(tmp_path / "logs" / "demo") in out.stdout
+    assert "tensorboard --logdir " in out.stdout
