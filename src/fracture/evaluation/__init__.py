@@ -1,0 +1,1 @@
+"""Honest evaluation: metrics with confidence intervals, screening view, boxes, calibration, Grad-CAM."""

@@ -1,0 +1,94 @@
+"""Evaluation metrics against hand-computed answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fracture.evaluation import metrics as m
+from fracture.evaluation.boxes import box_average_precision
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    # 8/10: Wilson 95% interval (0.4902, 0.9433) (Newcombe 1998 style worked example)
+    lo, hi = m.wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    lo, hi = m.wilson_interval(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
+    assert all(math.isnan(v) for v in m.wilson_interval(0, 0))
+
+
+def test_class_without_support_is_listed_not_averaged():
+    names = ["a", "b", "c"]
+    y_true = [0, 0, 1, 1]
+    y_pred = [0, 1, 1, 2]  # "c" is predicted once but has no true instance
+    report = m.classification_report(y_true, y_pred, names)
+    assert report["no_support"] == ["c"] and set(report["per_class"]) == {"a", "b"}
+    # a: P=1, R=0.5, F1=2/3; b: P=0.5, R=0.5, F1=0.5
+    assert report["f1"]["macro"] == pytest.approx((2 / 3 + 0.5) / 2)
+    assert report["recall"]["macro"] == pytest.approx(0.5)
+    assert report["accuracy"] == 0.5 and report["accuracy_ci95"] == pytest.approx(m.wilson_interval(2, 4))
+    assert report["confusion_matrix"] == [[1, 1, 0], [0, 1, 1], [0, 0, 0]]
+
+
+def test_auc_hand_cases_and_undefined_class():
+    assert m.roc_auc([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0]) == 1.0
+    assert m.roc_auc([0.9, 0.8, 0.3, 0.1], [0, 1, 1, 0]) == 0.5
+    assert m.roc_auc([0.5, 0.5], [1, 0]) == 0.5  # a tie counts half
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0]])
+    result = m.one_vs_rest_auc([0, 1, 0], probs, ["a", "b", "c"])
+    assert math.isnan(result["per_class"]["c"]) and result["macro"] == pytest.approx(1.0)
+    fpr, tpr, _ = m.roc_curve(np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 1, 0]))
+    assert fpr.tolist() == [0, 0, 0.5, 0.5, 1] and tpr.tolist() == [0, 0.5, 0.5, 1, 1]
+
+
+def test_expected_calibration_error_by_hand():
+    # bin (0.6, 0.667]: confidences 0.65, 0.65 with 1 of 2 right -> |0.5 - 0.65| * 2/4
+    # bin (0.933, 1]:   confidences 0.95, 0.95 both right        -> |1 - 0.95| * 2/4
+    result = m.expected_calibration_error([0.65, 0.65, 0.95, 0.95], [True, False, True, True], bins=15)
+    assert result["ece"] == pytest.approx(0.15 * 0.5 + 0.05 * 0.5)
+    assert [b["count"] for b in result["bins"]] == [2, 2]
+
+
+def test_threshold_is_locked_on_valid_and_applied_unchanged_to_test():
+    valid_scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+    valid_pos = np.array([1, 1, 1, 0, 1, 0, 0, 1, 0, 0], bool)
+    t = m.threshold_for_sensitivity(valid_scores, valid_pos, 0.8)  # 4 of 5 positives -> 0.5
+    assert t == 0.5
+    assert m.screening_metrics(valid_scores, valid_pos, t)["sensitivity"]["value"] == 0.8
+    test_scores = np.array([0.55, 0.45, 0.2, 0.9])
+    test_pos = np.array([1, 1, 0, 0], bool)
+    s = m.screening_metrics(test_scores, test_pos, t)
+    assert s["threshold"] == 0.5  # not re-tuned on test
+    assert (s["tp"], s["fn"], s["tn"], s["fp"]) == (1, 1, 1, 1)
+    assert s["ppv"]["value"] == 0.5 and s["npv"]["value"] == 0.5
+    assert s["sensitivity"]["ci95"] == pytest.approx(m.wilson_interval(1, 2))
+
+
+def test_box_ap_toy_set_with_known_answer():
+    names = ["a", "b", "no finding"]
+    true_classes = [0, 0, 2]
+    true_boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9], [0, 0, 0, 0]])
+    has_box = [True, True, False]
+    # image 0: perfect box, score 0.9; image 1: box elsewhere (IoU 0), score 0.8;
+    # image 2 (no finding): a low-scored detection of class a, score 0.3
+    probs = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.3, 0.1, 0.6]])
+    pred_boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.2, 0.2], [0.3, 0.3, 0.6, 0.6]])
+    ap = box_average_precision(true_classes, true_boxes, has_box, probs, pred_boxes, names, negative_id=2)
+    # ranked: TP (P=1, R=.5), FP, FP -> precision 1 for recall 0..0.5: 51 of 101 recall points
+    assert ap["per_class"]["a"]["ap50"] == pytest.approx(51 / 101)
+    assert ap["no_ground_truth"] == ["b"] and ap["ap50"] == pytest.approx(51 / 101)
+    assert ap["per_class"]["a"]["ap50_95"] == pytest.approx(51 / 101)  # exact box: TP at every IoU threshold
+
+
+def test_critical_errors_counted_most_confident_first():
+    names = ["comminuted", "transverse", "no finding"]
+    result = m.critical_errors([0, 0, 0, 1], [1, 1, 0, 0], [0.6, 0.9, 0.8, 0.7], [["comminuted", "transverse"], ["x", "y"]], names)
+    assert result["pairs"][0]["count"] == 2 and result["pairs"][0]["indices"] == [1, 0]
+    assert result["unknown_pairs"] == [["x", "y"]] and result["total"] == 2
+
+
+def test_box_iou_rows():
+    a = np.array([[0, 0, 0.5, 0.5], [0, 0, 0, 0]])
+    b = np.array([[0.25, 0.25, 0.75, 0.75], [0, 0, 0, 0]])
+    np.testing.assert_allclose(m.box_iou(a, b), [1 / 7, 0.0])
