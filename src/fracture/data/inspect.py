@@ -54,14 +54,7 @@ def summarize(index: DatasetIndex) -> dict:
         },
         "splits": splits,
     }
-    ok_records = {
-        name: [r for r in s.records if r.probe.ok and r.probe.phash is not None]
-        for name, s in index.splits.items()
-    }
-    summary["leakage"] = leakage_report(
-        {n: [str(r.image_path) for r in rs] for n, rs in ok_records.items()},
-        {n: [r.probe.phash for r in rs] for n, rs in ok_records.items()},
-    )
+    summary["leakage"] = index_leakage(index)
     checks = {n: s.report.crosscheck for n, s in index.splits.items() if s.report.crosscheck}
     if checks:
         agreement = merge_agreement([c["name_agreement"] for c in checks.values()])
@@ -75,6 +68,18 @@ def summarize(index: DatasetIndex) -> dict:
             "rename_in_effect": cfg.rename,
         }
     return summary
+
+
+def index_leakage(index: DatasetIndex) -> dict:
+    """Leakage report (shared Roboflow groups, near-duplicates) across the indexed splits."""
+    ok_records = {
+        name: [r for r in s.records if r.probe.ok and r.probe.phash is not None]
+        for name, s in index.splits.items()
+    }
+    return leakage_report(
+        {n: [str(r.image_path) for r in rs] for n, rs in ok_records.items()},
+        {n: [r.probe.phash for r in rs] for n, rs in ok_records.items()},
+    )
 
 
 def _suggest(agreement: dict[str, dict[str, int]]) -> dict[str, str]:
