@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from fracture.config import to_container, typed
-from fracture.models.classifier import FractureModel, ModelConfig, build_model, set_backbone_trainable
+from fracture.models.classifier import FractureModel, ModelConfig, build_model, load_fracture_model, set_backbone_trainable
 from fracture.models.losses import ClassWeightConfig, LossConfig, build_losses, class_counts, compute_class_weights
 from fracture.models.metrics import build_metrics
 from fracture.training import callbacks as cb
@@ -337,7 +337,7 @@ def evaluate_best(run_dir, model, data_cfg, classes, val_samples, losses, loss_w
     from fracture.data.pipeline import make_dataset
 
     best_path = run_dir / "best.keras"
-    best = keras.models.load_model(best_path) if best_path.is_file() else model
+    best = load_fracture_model(best_path) if best_path.is_file() else model
     metrics, weighted = build_metrics(classes.num_classes, "both")
     best.compile(loss=losses, loss_weights=loss_weights, metrics=metrics, weighted_metrics=weighted)
     val_ds = _limit(make_dataset(val_samples, classes.num_classes, data_cfg, False), trainer.max_val_batches)

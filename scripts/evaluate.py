@@ -1,0 +1,39 @@
+"""Evaluate a run: python scripts/evaluate.py run=<run dir> [split=valid|test] [out=DIR] [data.root=DIR]
+
+Writes metrics.json, report.md, predictions.csv and figures to <run>/eval/<split>/.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from fracture.env import setup_env
+
+setup_env(Path(__file__).resolve().parents[1])
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from fracture.config import typed
+    from fracture.data.layout import DatasetError
+    from fracture.evaluation.report import headline_rows
+    from fracture.evaluation.runner import EvalConfig, evaluate_run
+
+    try:
+        result = evaluate_run(
+            cfg.run, cfg.split, cfg.out, typed(EvalConfig, cfg.eval, "eval"),
+            OmegaConf.to_container(cfg.data, resolve=True), cfg.paths.cache_dir,
+        )
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"{result['split']}: {result['images']} images")
+    for name, value, ci in headline_rows(result):
+        print(f"  {name}: {value} {('(95% CI ' + ci + ')') if ci else ''}")
+    out = Path(cfg.out) if cfg.out else Path(cfg.run) / "eval" / cfg.split
+    print(f"report: {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""report.md: the human-readable summary of an evaluation, figures embedded."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def _ci(ci) -> str:
+    lo, hi = ci
+    return "n/a" if lo is None or math.isnan(lo) else f"{100 * lo:.1f}-{100 * hi:.1f}%"
+
+
+def _num(value, digits=3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def headline_rows(result: dict) -> list[list[str]]:
+    c, b = result["classification"], result["boxes"]
+    rows = [
+        ["accuracy", _pct(c["accuracy"]), _ci(c["accuracy_ci95"])],
+        ["macro F1 / weighted F1", f"{_num(c['f1']['macro'])} / {_num(c['f1']['weighted'])}", ""],
+        ["macro recall (balanced accuracy)", _pct(c["recall"]["macro"]), ""],
+        ["macro one-vs-rest ROC-AUC", _num(result["auc"]["macro"]), ""],
+        ["expected calibration error", _num(result["calibration"]["ece"]), ""],
+    ]
+    s = result.get("screening")
+    if s:
+        rows += [
+            [f"screening sensitivity (threshold {s['threshold']:.3f}, from {s['locked']['chosen_on']})",
+             _pct(s["sensitivity"]["value"]), _ci(s["sensitivity"]["ci95"])],
+            ["screening specificity", _pct(s["specificity"]["value"]), _ci(s["specificity"]["ci95"])],
+            ["screening PPV / NPV", f"{_pct(s['ppv']['value'])} / {_pct(s['npv']['value'])}",
+             f"{_ci(s['ppv']['ci95'])} / {_ci(s['npv']['ci95'])}"],
+        ]
+    rows += [
+        [f"box mean IoU ({b['positives']} positives)", _num(b["mean_iou"]), ""],
+        ["boxes with IoU >= 0.5", _pct(b["iou_at_least_0_5"]), ""],
+        ["box AP50 / AP50:95 (pycocotools)", f"{_num(b['ap50'])} / {_num(b['ap50_95'])}", ""],
+    ]
+    return rows
+
+
+def render_report(result: dict, class_names, preds, worst_cases: int) -> str:
+    c = result["classification"]
+    parts = [
+        f"# Evaluation: {result['split']} split",
+        f"Run `{result['run']}`, data `{result['data_root']}`, {result['images']} images.",
+    ]
+    leak = result.get("leakage")
+    if leak and not leak.get("error"):
+        shared_total = sum(leak["groups_shared_between_splits"].values())
+        near_total = sum(leak["near_duplicate_pairs"].values())
+        if shared_total or near_total:
+            parts.append(
+                f"> **Leakage caveat.** This split shares {shared_total} Roboflow source group(s) and "
+                f"{near_total} near-duplicate pair(s) with train (see metrics.json `leakage`). "
+                "Figures below are likely **optimistic**."
+            )
+        else:
+            parts.append("No shared Roboflow groups or near-duplicates with train were found.")
+    elif leak and leak.get("error"):
+        parts.append(f"Leakage: {leak['error']}")
+    parts += ["## Headline", _table(["metric", "value", "95% CI (Wilson)"], headline_rows(result))]
+    rows = []
+    auc = result["auc"]["per_class"]
+    for name, m in c["per_class"].items():
+        rows.append([name, m["support"], _num(m["precision"]), _num(m["recall"]), _ci(m["recall_ci95"]), _num(m["f1"]), _num(auc.get(name))])
+    parts += ["## Per class", _table(["class", "support", "precision", "recall", "recall 95% CI", "F1", "AUC"], rows)]
+    if c["no_support"]:
+        parts.append(f"Classes with no instances in this split (left out of every average): {', '.join(c['no_support'])}.")
+    parts += ["![confusion matrix](confusion_matrix.png)", "![ROC](roc.png)"]
+    b = result["boxes"]
+    ap_rows = [[n, v["instances"], _num(v["ap50"]), _num(v["ap50_95"])] for n, v in b["per_class"].items()]
+    parts += ["## Boxes (positives only)",
+              "Each image's predicted box is one detection, labelled with its most probable fracture class and scored by that probability.",
+              _table(["class", "instances", "AP50", "AP50:95"], ap_rows)]
+    parts += ["## Calibration", f"ECE {_num(result['calibration']['ece'])} over {len(result['calibration']['bins'])} non-empty bins.",
+              "![reliability](reliability.png)"]
+    crit = result["critical_errors"]
+    parts.append("## Critical errors")
+    if crit["pairs"]:
+        parts.append(_table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in crit["pairs"]]))
+    else:
+        parts.append("No critical (true, predicted) pairs configured (`eval.critical_pairs`).")
+    if crit["unknown_pairs"]:
+        parts.append(f"Configured pairs naming unknown classes (ignored): {crit['unknown_pairs']}.")
+    wrong = np.nonzero(preds.y_true != preds.y_pred)[0]
+    wrong = wrong[np.argsort(-preds.probs[wrong].max(axis=1))][:worst_cases]
+    if len(wrong):
+        parts += ["### Most confident mistakes", _table(
+            ["image", "true", "predicted", "confidence"],
+            [[Path(preds.samples[i].image_path).name, class_names[preds.y_true[i]], class_names[preds.y_pred[i]],
+              f"{preds.probs[i].max():.2f}"] for i in wrong])]
+    parts.append("## Grad-CAM")
+    for group, files in result["explanations"].items():
+        if files:
+            parts.append(f"**{group.replace('_', ' ')}**\n\n" + "\n".join(f"![{group}]({f})" for f in files))
+    return "\n\n".join(parts) + "\n"
