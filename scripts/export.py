@@ -1,0 +1,52 @@
+"""Export: python scripts/export.py run=<run dir> format=saved_model|tflite|onnx [out=DIR]
+
+Each export is reloaded and compared with the Keras model on a few validation images; the
+max abs difference is printed with its tolerance, and a mismatch exits with status 1.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from fracture.env import setup_env
+
+setup_env(Path(__file__).resolve().parents[1])
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    import numpy as np
+
+    from fracture.data.pipeline import make_dataset
+    from fracture.evaluation.runner import load_run, split_samples
+    from fracture.export import ExportError, export_run
+
+    try:
+        run = load_run(cfg.run)
+    except (FileNotFoundError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    size = run.data.image_size
+    try:
+        samples = split_samples(run, run.data.val_split, cfg.paths.cache_dir)[0][: cfg.check_images]
+        images = next(iter(make_dataset(samples, run.classes.num_classes, run.data, False, cache=None, batch_size=len(samples))))[0].numpy()
+        source = f"{len(images)} {run.data.val_split} images"
+    except Exception as exc:  # noqa: BLE001 - the check still runs, on noise, and says so
+        images = np.random.default_rng(0).uniform(0, 255, (cfg.check_images, size, size, 3)).astype("float32")
+        source = f"{len(images)} random images (validation data unavailable: {exc})"
+    out = Path(cfg.out) if cfg.out else Path(cfg.run) / "export"
+    try:
+        checks = export_run(run.model, out, cfg.format, images)
+    except (ExportError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"checked on {source}; input: float32 (N, {size}, {size}, 3) raw 0-255 RGB, resize={run.data.resize}")
+    for c in checks:
+        status = "ok" if c.ok else "MISMATCH"
+        print(f"{c.name:12s} {status:8s} max abs diff {c.max_abs_diff:.2e} (tolerance {c.tolerance:.0e}, {c.runtime}) -> {c.path}")
+    if not all(c.ok for c in checks):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Prediction on image files with a trained run: class, probability and box in the
+original image's coordinates, plus overlay PNGs. Used by scripts/predict.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class PredictionResult:
+    predictions: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
+def list_inputs(path: str | Path) -> tuple[list[Path], bool]:
+    """(image files, is_folder). A folder is searched recursively for image suffixes."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), True
+    if path.is_file():
+        return [path], False
+    raise FileNotFoundError(f"input {path} does not exist")
+
+
+def _load(path: Path, size: int, mode: str):
+    import tensorflow as tf
+
+    from fracture.data.pipeline import decode_image, resize_with_boxes
+
+    raw = decode_image(tf.constant(str(path)))
+    image, _ = resize_with_boxes(raw, tf.zeros(4), size, mode)
+    return raw.numpy(), tf.clip_by_value(tf.round(image), 0, 255).numpy()
+
+
+def predict_files(run, files: Iterable[Path], overlay_dir: Path | None, batch_size: int = 16, progress: bool = True) -> PredictionResult:
+    """Predict every file; undecodable files are skipped and listed with the reason.
+
+    Args:
+        run: a `fracture.evaluation.runner.LoadedRun`.
+        files: image paths.
+        overlay_dir: write `<stem>_pred.png` overlays here (None: no overlays).
+    """
+    from tqdm import tqdm
+
+    from fracture.data.pipeline import model_box_to_image
+
+    files = list(files)
+    size, mode = run.data.image_size, run.data.resize
+    names = run.classes.class_names
+    result = PredictionResult()
+    bar = tqdm(total=len(files), unit="img", disable=not progress or len(files) < 2)
+    for start in range(0, len(files), batch_size):
+        loaded = []
+        for path in files[start : start + batch_size]:
+            try:
+                raw, model_input = _load(path, size, mode)
+            except Exception as exc:  # noqa: BLE001 - any decode failure skips the file, listed
+                result.skipped.append({"image": str(path), "reason": _reason(exc)})
+                continue
+            loaded.append((path, raw, model_input))
+        bar.update(len(files[start : start + batch_size]))
+        if not loaded:
+            continue
+        outputs = run.model.predict_on_batch(np.stack([m for _, _, m in loaded]).astype(np.float32))
+        probs, boxes = np.asarray(outputs["class"]), np.asarray(outputs["box"])
+        for (path, raw, _), p, box in zip(loaded, probs, boxes):
+            h, w = raw.shape[:2]
+            cls = int(p.argmax())
+            image_box = model_box_to_image(box, h, w, size, mode)
+            record = {
+                "image": str(path),
+                "predicted_class": names[cls],
+                "probability": float(p[cls]),
+                "probabilities": {n: float(v) for n, v in zip(names, p)},
+                "box": [round(float(v), 5) for v in image_box],
+                "box_pixels": [round(float(v), 1) for v in image_box * [w, h, w, h]],
+                "width": w,
+                "height": h,
+                "no_finding": cls == run.classes.negative_id,
+            }
+            if overlay_dir is not None:
+                record["overlay"] = str(draw_overlay(raw, record, Path(overlay_dir) / f"{path.stem}_pred.png"))
+            result.predictions.append(record)
+    bar.close()
+    return result
+
+
+def _reason(exc: Exception) -> str:
+    """TF's decode error without its op-name noise."""
+    import re
+
+    text = re.sub(r"\{\{.*?\}\}\s*", "", str(exc)).split(" [Op:")[0].strip()
+    return text[:200] or type(exc).__name__
+
+
+def draw_overlay(image: np.ndarray, record: dict, path: Path) -> Path:
+    """The image with the predicted box and "class probability" label."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    label = f"{record['predicted_class']} {record['probability']:.2f}"
+    width = max(2, round(max(canvas.size) / 300))
+    if not record["no_finding"]:
+        draw.rectangle(record["box_pixels"], outline=(255, 40, 40), width=width)
+        x, y = record["box_pixels"][:2]
+    else:
+        x, y = 4, 4
+    text_box = draw.textbbox((x, max(0, y - 14)), label)
+    draw.rectangle(text_box, fill=(0, 0, 0))
+    draw.text((x, max(0, y - 14)), label, fill=(255, 255, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def write_predictions(result: PredictionResult, out: Path, folder: bool) -> Path:
+    """predictions.json (one image) or predictions.csv (a folder), plus skipped.json when any."""
+    out.mkdir(parents=True, exist_ok=True)
+    if result.skipped:
+        (out / "skipped.json").write_text(json.dumps(result.skipped, indent=2) + "\n")
+    if not folder:
+        path = out / "predictions.json"
+        path.write_text(json.dumps(result.predictions[0] if result.predictions else {"skipped": result.skipped}, indent=2) + "\n")
+        return path
+    path = out / "predictions.csv"
+    names = list(result.predictions[0]["probabilities"]) if result.predictions else []
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "predicted_class", "probability", *[f"p_{n}" for n in names], "x1", "y1", "x2", "y2", "width", "height"])
+        for r in result.predictions:
+            writer.writerow([r["image"], r["predicted_class"], f"{r['probability']:.4f}",
+                             *[f"{r['probabilities'][n]:.4f}" for n in names], *r["box"], r["width"], r["height"]])
+    return path

@@ -1,0 +1,107 @@
+"""evaluate.py, predict.py and export.py on a tiny run trained on synthetic data
+(train/valid/test), end to end through the library functions the scripts call."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import PROJECT_ROOT, compose_cfg
+from fracture.evaluation.runner import EvalConfig, evaluate_run, load_run
+from fracture.export import export_run
+from fracture.inference import list_inputs, predict_files, write_predictions
+from fracture.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval_run")
+    cfg = compose_cfg("config", [
+        "experiment=demo", f"data.root={tmp / 'synthetic'}", "data.synthetic.per_class=12",
+        "+data.synthetic.splits.test=0.5", "data.synthetic.min_side=96",
+        "data.synthetic.max_side=128", "data.image_size=48", "data.batch_size=16", "trainer.epochs=3",
+        f"paths.log_dir={tmp / 'logs'}", f"paths.cache_dir={tmp / 'cache'}", "callbacks.progress=0",
+        "callbacks.tensorboard.enabled=false",
+    ])
+    return train(cfg, tmp / "run").run_dir
+
+
+def test_evaluate_locks_the_threshold_on_valid_and_applies_it_to_test(trained_run):
+    cfg = EvalConfig(gradcam_random=2, gradcam_worst_boxes=1, critical_pairs=[["wrist fracture", "no finding"], ["nope", "no finding"]])
+    valid = evaluate_run(trained_run, "valid", cfg=cfg)
+    out = trained_run / "eval" / "valid"
+    for name in ("metrics.json", "report.md", "predictions.csv", "confusion_matrix.png", "roc.png", "reliability.png"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "gradcam").glob("random_*.png"))) == 2
+    locked = json.loads((trained_run / "screening_threshold.json").read_text())
+    assert locked["chosen_on"] == "valid" and valid["screening"]["threshold"] == locked["threshold"]
+    assert valid["screening"]["sensitivity"]["value"] >= 0.9
+
+    before = (trained_run / "screening_threshold.json").read_bytes()
+    test = evaluate_run(trained_run, "test", cfg=cfg)
+    assert (trained_run / "screening_threshold.json").read_bytes() == before
+    assert test["screening"]["threshold"] == locked["threshold"]
+
+    rows = list(csv.DictReader((trained_run / "eval" / "test" / "predictions.csv").open()))
+    assert len(rows) == test["images"]
+    accuracy = np.mean([r["true_class"] == r["predicted_class"] for r in rows])
+    assert test["classification"]["accuracy"] == pytest.approx(accuracy)
+    assert test["critical_errors"]["unknown_pairs"] == [["nope", "no finding"]]
+    report = (trained_run / "eval" / "test" / "report.md").read_text()
+    assert "95% CI" in report and "![confusion matrix](confusion_matrix.png)" in report
+    json.loads((trained_run / "eval" / "test" / "metrics.json").read_text())  # strict JSON, no NaN
+
+
+def test_predict_on_a_folder_skips_and_lists_a_corrupt_file(trained_run, tmp_path):
+    source = trained_run.parent / "synthetic" / "test" / "images"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for image in sorted(source.glob("*.jpg"))[:3]:
+        shutil.copy(image, folder)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    files, is_folder = list_inputs(folder)
+    run = load_run(trained_run)
+    result = predict_files(run, files, tmp_path / "out" / "overlays", progress=False)
+    path = write_predictions(result, tmp_path / "out", is_folder)
+    assert [s["image"] for s in result.skipped] == [str(folder / "corrupt.jpg")]
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 3 and path.name == "predictions.csv"
+    assert len(list((tmp_path / "out" / "overlays").glob("*_pred.png"))) == 3
+    assert json.loads((tmp_path / "out" / "skipped.json").read_text())[0]["image"].endswith("corrupt.jpg")
+    for r in result.predictions:
+        x1, y1, x2, y2 = r["box"]
+        assert 0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("fmt, expected", [("saved_model", ["saved_model"]), ("tflite", ["saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8"])])
+def test_exports_round_trip_within_tolerance(trained_run, tmp_path, fmt, expected):
+    run = load_run(trained_run)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 3)).astype("float32")
+    checks = export_run(run.model, tmp_path, fmt, images)
+    assert [c.name for c in checks] == expected
+    assert all(c.ok for c in checks), [c.as_dict() for c in checks]
+    assert checks[0].max_abs_diff < 1e-5
+
+
+def test_onnx_export_round_trip(trained_run, tmp_path):
+    pytest.importorskip("tf2onnx", reason="ONNX export needs the export extras: pip install -e '.[export]'")
+    pytest.importorskip("onnxruntime", reason="needs onnxruntime (export extras)")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    checks = export_run(load_run(trained_run).model, tmp_path, "onnx", images)
+    assert checks[0].ok, checks[0].as_dict()
+
+
+def test_evaluate_script_prints_the_headline_and_a_bad_run_is_a_clear_error(trained_run, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    ok = subprocess.run([sys.executable, "scripts/evaluate.py", f"run={trained_run}", "split=valid", f"out={tmp_path / 'e'}",
+                         "eval.gradcam_random=1", "eval.gradcam_worst_boxes=0"], cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "accuracy:" in ok.stdout and "95% CI" in ok.stdout
+    bad = subprocess.run([sys.executable, "scripts/evaluate.py", f"run={tmp_path / 'missing'}"], cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "is" in bad.stderr and "config.yaml" in bad.stderr and "Traceback" not in bad.stderr
