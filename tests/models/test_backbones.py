@@ -3,7 +3,7 @@ import pytest
 
 from fracture.models import backbones as B
 
-FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "resnet50", "mobilenet_v3_small", "small_cnn"]
+FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0", "resnet50", "mobilenet_v3_small", "small_cnn"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # ImageNet statistics (RGB, 0-1 scale) used by the "torch"-mode preprocessing of DenseNet.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite (TF's lite input pipeline): (rgb - 127) / 128.
+LITE_MEAN, LITE_STD = 127.0, 128.0
 # Caffe-mode (ResNet50) per-channel means, BGR order, 0-255 scale.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -34,10 +36,11 @@ class ImageNormalization(keras.layers.Layer):
 
     Args:
         mode: "torch" (scale to 0-1, subtract ImageNet mean, divide by std: DenseNet),
-            "caffe" (RGB -> BGR, subtract ImageNet means: ResNet50), or "unit" (scale to 0-1).
+            "caffe" (RGB -> BGR, subtract ImageNet means: ResNet50), "lite" ((x - 127) / 128:
+            EfficientNet-Lite), or "unit" (scale to 0-1).
     """
 
-    MODES = ("torch", "caffe", "unit")
+    MODES = ("torch", "caffe", "lite", "unit")
 
     def __init__(self, mode: str = "torch", **kwargs):
         super().__init__(**kwargs)
@@ -54,6 +57,8 @@ class ImageNormalization(keras.layers.Layer):
         if self.mode == "caffe":
             bgr = keras.ops.flip(images, axis=-1)
             return bgr - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, self.compute_dtype)
+        if self.mode == "lite":
+            return (images - LITE_MEAN) / LITE_STD
         return images / 255.0
 
     def get_config(self):
@@ -80,6 +85,12 @@ def _apps(name: str) -> Callable:
     return getattr(keras.applications, name)
 
 
+def _lite0(**kwargs):
+    from fracture.models.efficientnet_lite import EfficientNetLite0
+
+    return EfficientNetLite0(**kwargs)
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     "densenet121": BackboneSpec(_apps("DenseNet121"), "torch"),
     "densenet169": BackboneSpec(_apps("DenseNet169"), "torch"),
@@ -92,6 +103,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": BackboneSpec(_apps("ResNet50"), "caffe"),
     "mobilenet_v3_small": BackboneSpec(_apps("MobileNetV3Small"), None, (("include_preprocessing", True),)),
     "mobilenet_v3_large": BackboneSpec(_apps("MobileNetV3Large"), None, (("include_preprocessing", True),)),
+    "efficientnet_lite0": BackboneSpec(_lite0, "lite"),
     "small_cnn": BackboneSpec(None, "unit"),
 }
 

@@ -75,6 +75,33 @@ class ModelSaver(keras.callbacks.Callback):
             self.target.save(self.path)
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops after the epoch that would otherwise let the next one overrun `deadline`.
+
+    Args:
+        deadline: `time.monotonic()` value by which training should be done.
+    """
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+        self.stopped = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        now = time.monotonic()
+        if now + (now - self._start) > self.deadline:
+            print(f"\nTime budget: stopping after epoch {epoch + 1} (the next epoch would overrun trainer.max_minutes).")
+            self.stopped = True
+            self.model.stop_training = True
+
+
 class NaNGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss, saying why and what to try."""
 

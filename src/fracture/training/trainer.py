@@ -64,6 +64,7 @@ class TrainerConfig:
     strategy: str = "auto"
     deterministic: bool = False
     resume: bool = True
+    max_minutes: float | None = None
     max_train_batches: int | None = None
     max_val_batches: int | None = None
 
@@ -184,16 +185,22 @@ def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> Trai
 
     phases = plan_phases(trainer, opt_cfg, data_cfg.augment.enabled)
     start_time = time.time()
+    deadline = time.monotonic() + 60 * trainer.max_minutes if trainer.max_minutes else None
     status, epochs_run = "completed", 0
     for phase in phases:
         marker = state_dir / f"{phase.name}.done.weights.h5"
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"Time budget spent; skipping phase {phase.name}.")
+            info["stopped_by_time_budget"] = True
+            break
         if marker.is_file():
             print(f"Phase {phase.name} already completed in the interrupted run; loading its weights.")
             fm.model.load_weights(marker)
             continue
         outcome = _run_phase(
             phase, fm, trainer, data_cfg, cb_cfg, opt_cfg, losses, loss_weights, class_weights,
-            classes, train_samples, val_samples, strategy, run_dir, state_dir, cfg, extra_callbacks or [],
+            classes, train_samples, val_samples, strategy, run_dir, state_dir, cfg,
+            (extra_callbacks or []) + ([cb.TimeBudget(deadline)] if deadline is not None else []),
         )
         info["phases"].append(outcome)
         epochs_run += outcome["epochs"]
