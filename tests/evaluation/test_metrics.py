@@ -92,3 +92,10 @@ def test_box_iou_rows():
     a = np.array([[0, 0, 0.5, 0.5], [0, 0, 0, 0]])
     b = np.array([[0.25, 0.25, 0.75, 0.75], [0, 0, 0, 0]])
     np.testing.assert_allclose(m.box_iou(a, b), [1 / 7, 0.0])
+
+
+def test_critical_error_wildcard_counts_every_missed_class():
+    names = ["a", "b", "no finding"]
+    result = m.critical_errors([0, 1, 1, 2], [2, 2, 1, 2], [0.9, 0.8, 0.7, 0.6], [["*", "no finding"]], names)
+    assert [(p["true"], p["count"]) for p in result["pairs"]] == [("a", 1), ("b", 1)]
+    assert result["total"] == 2

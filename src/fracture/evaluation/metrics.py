@@ -182,11 +182,19 @@ def critical_errors(
     y_true: Sequence[int], y_pred: Sequence[int], confidence: Sequence[float], pairs: Sequence[Sequence[str]], class_names: Sequence[str]
 ) -> dict:
     """Count configured clinically important (true, predicted) confusions and list the cases,
-    most confident first. Pairs naming an unknown class are reported, not ignored."""
+    most confident first. `"*"` as the true class means every other class (so
+    `["*", "no finding"]` counts missed fractures per class). Pairs naming an unknown class
+    are reported, not ignored."""
     names = list(class_names)
     y_true, y_pred, confidence = np.asarray(y_true), np.asarray(y_pred), np.asarray(confidence)
     out, unknown = [], []
+    expanded = []
     for true_name, predicted_name in pairs:
+        if true_name == "*":
+            expanded += [(n, predicted_name) for n in names if n != predicted_name] if predicted_name in names else [(true_name, predicted_name)]
+        else:
+            expanded.append((true_name, predicted_name))
+    for true_name, predicted_name in expanded:
         if true_name not in names or predicted_name not in names:
             unknown.append([true_name, predicted_name])
             continue
