@@ -354,7 +354,10 @@ def evaluate_best(run_dir, model, data_cfg, classes, val_samples, losses, loss_w
         "model": best_path.name if best_path.is_file() else "final",
         "images": len(val_samples) if not trainer.max_val_batches else min(len(val_samples), trainer.max_val_batches * data_cfg.batch_size),
         **{k: float(v) for k, v in results.items()},
-        "note": "Training-time metrics. scripts/evaluate.py gives per-class figures with confidence intervals.",
+        "note": (
+            "Training-time metrics of best.keras; losses here are without class weights (history.csv "
+            "weights them). scripts/evaluate.py gives per-class figures with confidence intervals."
+        ),
     }
 
 
