@@ -50,6 +50,16 @@ def test_attention_mask_is_a_spatial_probability_map(images):
     assert mask.shape == (3, 4, 4, 1) and ((mask >= 0) & (mask <= 1)).all()
 
 
+def test_fine_tuning_pretrained_weights_can_keep_batchnorm_frozen():
+    fm = build_model(ModelConfig(backbone="small_cnn", weights=None), 4, 32)
+    set_backbone_trainable(fm.backbone, "all", freeze_batchnorm=True)
+    layers = fm.backbone.layers[-1].layers
+    assert all(not l.trainable for l in layers if isinstance(l, keras.layers.BatchNormalization))
+    assert all(l.trainable for l in layers if isinstance(l, keras.layers.Conv2D))
+    set_backbone_trainable(fm.backbone, "all")
+    assert all(l.trainable for l in layers if l.weights)
+
+
 @pytest.mark.parametrize("unfreeze, expect_trainable", [(0, 0), ("all", None), (2, 2)])
 def test_backbone_freezing(unfreeze, expect_trainable):
     fm = build_model(ModelConfig(backbone="small_cnn", weights=None), 4, 32)

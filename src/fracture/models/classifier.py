@@ -68,27 +68,27 @@ def split_saved_model(model: keras.Model) -> FractureModel:
     return FractureModel(model, backbone, model.get_layer("heads"), None)
 
 
-def set_backbone_trainable(backbone: keras.Model, trainable_layers: int | str) -> None:
+def set_backbone_trainable(backbone: keras.Model, trainable_layers: int | str, freeze_batchnorm: bool = False) -> None:
     """Freeze or unfreeze the backbone.
 
     Args:
         trainable_layers: "all", 0 (frozen), or N: only the top N layers with weights
-            train, BatchNormalization not counted. In partial fine-tuning every
-            BatchNormalization layer stays frozen, as keras' transfer-learning guide
-            recommends, so small batches do not wreck the pretrained statistics.
+            train, BatchNormalization not counted.
+        freeze_batchnorm: keep every BatchNormalization layer frozen (inference mode) while
+            the rest trains: keras' transfer-learning guide's advice when fine-tuning
+            *pretrained* weights, so small batches do not wreck their statistics. Partial
+            fine-tuning (N) always freezes them. A random-init backbone needs them training.
     """
-    if trainable_layers == "all":
-        backbone.trainable = True
-        return
-    n = int(trainable_layers)
-    backbone.trainable = n > 0
-    if n <= 0:
+    n = None if trainable_layers == "all" else int(trainable_layers)
+    backbone.trainable = n is None or n > 0
+    if n is not None and n <= 0:
         return
     layers = [l for l in _flat_layers(backbone) if l.weights]
     tunable = [l for l in layers if not isinstance(l, keras.layers.BatchNormalization)]
-    top = {id(l) for l in tunable[-n:]}
+    top = {id(l) for l in (tunable if n is None else tunable[-n:])}
     for layer in layers:
-        layer.trainable = id(layer) in top
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = (not (freeze_batchnorm or n is not None)) if is_bn else id(layer) in top
 
 
 def _flat_layers(model: keras.Model) -> list:

@@ -57,6 +57,7 @@ class TrainerConfig:
     epochs: int = 30
     freeze_epochs: int = 5
     unfreeze: str | int = "all"
+    freeze_batchnorm: str | bool = "auto"
     augment_frozen_phase: bool = False
     feature_cache: str = "auto"
     feature_cache_max_memory_gb: float = 4.0
@@ -229,7 +230,7 @@ def _run_phase(
     from fracture.data.pipeline import make_dataset
 
     started = time.time()
-    set_backbone_trainable(fm.backbone, phase.trainable_layers)
+    set_backbone_trainable(fm.backbone, phase.trainable_layers, _freeze_batchnorm(trainer, fm))
     batch = data_cfg.batch_size
     train_ds = make_dataset(train_samples, classes.num_classes, data_cfg, True, class_weights, augment=phase.augment)
     val_ds = make_dataset(val_samples, classes.num_classes, data_cfg, False, class_weights)
@@ -359,6 +360,12 @@ def evaluate_best(run_dir, model, data_cfg, classes, val_samples, losses, loss_w
             "weights them). scripts/evaluate.py gives per-class figures with confidence intervals."
         ),
     }
+
+
+def _freeze_batchnorm(trainer: TrainerConfig, fm: FractureModel) -> bool:
+    if trainer.freeze_batchnorm == "auto":
+        return fm.weights is not None  # pretrained: keep its statistics; random init: learn them
+    return bool(trainer.freeze_batchnorm)
 
 
 def _limit(ds, batches):
