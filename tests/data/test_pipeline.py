@@ -81,3 +81,13 @@ def test_training_pipeline_with_file_cache_runs_two_epochs(samples, tmp_path):
         batches = list(ds)
         assert sum(int(b[0].shape[0]) for b in batches) == 3
     assert any(p.name.startswith("train") for p in (tmp_path / "cache").iterdir())
+
+
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+@pytest.mark.parametrize("height, width", [(60, 100), (100, 60), (80, 80)])
+def test_model_box_maps_back_to_the_original_image(mode, height, width):
+    from fracture.data.pipeline import model_box_to_image
+
+    box = np.array([0.1, 0.2, 0.7, 0.9], np.float32)
+    _, on_model = resize_with_boxes(tf.zeros((height, width, 3)), tf.constant(box), 64, mode)
+    np.testing.assert_allclose(model_box_to_image(on_model.numpy(), height, width, 64, mode), box, atol=1e-5)

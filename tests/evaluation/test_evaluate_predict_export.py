@@ -47,6 +47,10 @@ def test_evaluate_locks_the_threshold_on_valid_and_applies_it_to_test(trained_ru
     assert (trained_run / "screening_threshold.json").read_bytes() == before
     assert test["screening"]["threshold"] == locked["threshold"]
 
+    # box IoU is computed in the original image frame; it must equal the training metric,
+    # which works on the letterboxed model input (IoU is invariant to the letterbox)
+    assert test["boxes"]["mean_iou"] == pytest.approx(_training_time_box_iou(trained_run, "test"), abs=1e-4)
+
     rows = list(csv.DictReader((trained_run / "eval" / "test" / "predictions.csv").open()))
     assert len(rows) == test["images"]
     accuracy = np.mean([r["true_class"] == r["predicted_class"] for r in rows])
@@ -55,6 +59,19 @@ def test_evaluate_locks_the_threshold_on_valid_and_applies_it_to_test(trained_ru
     report = (trained_run / "eval" / "test" / "report.md").read_text()
     assert "95% CI" in report and "![confusion matrix](confusion_matrix.png)" in report
     json.loads((trained_run / "eval" / "test" / "metrics.json").read_text())  # strict JSON, no NaN
+
+
+def _training_time_box_iou(run_dir, split):
+    from fracture.data.pipeline import make_dataset
+    from fracture.evaluation.runner import split_samples
+    from fracture.models.metrics import BoxMeanIoU
+
+    run = load_run(run_dir)
+    samples, _ = split_samples(run, split, None)
+    metric = BoxMeanIoU()
+    for images, targets, weights in make_dataset(samples, run.classes.num_classes, run.data, False, cache=None):
+        metric.update_state(targets["box"], run.model(images)["box"], weights["box"])
+    return float(metric.result())
 
 
 def test_predict_on_a_folder_skips_and_lists_a_corrupt_file(trained_run, tmp_path):

@@ -51,9 +51,18 @@ class LoadedRun:
 
 @dataclass
 class Predictions:
+    """Model outputs for a split, in sample order.
+
+    Attributes:
+        boxes: predicted boxes on the model input (letterboxed square), as the model sees it.
+        image_boxes: the same boxes in the original image's normalized coordinates, the
+            frame of the true boxes (`Sample.box`); IoU and AP are computed in this frame.
+    """
+
     samples: list
     probs: np.ndarray
     boxes: np.ndarray
+    image_boxes: np.ndarray
 
     @property
     def y_true(self) -> np.ndarray:
@@ -79,22 +88,29 @@ def load_run(run_dir: str | Path, data_override: dict | None = None, model_file:
     return LoadedRun(run_dir, model, ClassMapping.load(run_dir / "classes.json"), DataConfig.from_mapping(data))
 
 
-def predict(run: LoadedRun, samples: list, batch_size: int) -> Predictions:
-    from fracture.data.pipeline import make_dataset
+def predict(run: LoadedRun, samples: list, sizes: dict, batch_size: int) -> Predictions:
+    """Predict `samples`; `sizes` maps image path -> (height, width) for the box frame change."""
+    from fracture.data.pipeline import make_dataset, model_box_to_image
 
     ds = make_dataset(samples, run.classes.num_classes, run.data, False, cache=None, batch_size=batch_size)
     outputs = run.model.predict(ds.map(lambda x, y, w: x), verbose=0)
-    return Predictions(samples, np.asarray(outputs["class"], float), np.asarray(outputs["box"], float))
+    boxes = np.asarray(outputs["box"], float)
+    image_boxes = np.array(
+        [model_box_to_image(b, *sizes[s.image_path], run.data.image_size, run.data.resize) for s, b in zip(samples, boxes)]
+    ).reshape(-1, 4)
+    return Predictions(samples, np.asarray(outputs["class"], float), boxes, image_boxes)
 
 
-def split_samples(run: LoadedRun, split: str, cache_dir) -> tuple[list, object]:
+def split_samples(run: LoadedRun, split: str, cache_dir) -> tuple[list, dict]:
+    """The split's samples under the run's class mapping, and path -> (height, width)."""
     from fracture.data.index import build_index
 
     index = build_index(run.data, splits=[split], classes=run.classes, cache_dir=cache_dir)
     samples = index.split(split).samples
     if not samples:
         raise ValueError(f"Split {split!r} of {run.data.root} has no usable images.")
-    return samples, index
+    sizes = {str(r.image_path): (r.probe.height, r.probe.width) for r in index.split(split).records}
+    return samples, sizes
 
 
 def screening_threshold(run: LoadedRun, split: str, preds: Predictions, target: float, cache_dir, batch_size) -> dict:
@@ -106,7 +122,7 @@ def screening_threshold(run: LoadedRun, split: str, preds: Predictions, target: 
         if math.isclose(saved["target_sensitivity"], target):
             return saved
     valid_split = run.data.val_split
-    valid = preds if split == valid_split else predict(run, split_samples(run, valid_split, cache_dir)[0], batch_size)
+    valid = preds if split == valid_split else predict(run, *split_samples(run, valid_split, cache_dir), batch_size)
     scores, positive = 1.0 - valid.probs[:, negative], valid.y_true != negative
     threshold = M.threshold_for_sensitivity(scores, positive, target)
     locked = {
@@ -133,8 +149,8 @@ def evaluate_run(
     run = load_run(run_dir, data_override)
     out = Path(out) if out else run.run_dir / "eval" / split
     out.mkdir(parents=True, exist_ok=True)
-    samples, index = split_samples(run, split, cache_dir)
-    preds = predict(run, samples, cfg.batch_size)
+    samples, sizes = split_samples(run, split, cache_dir)
+    preds = predict(run, samples, sizes, cfg.batch_size)
     names = run.classes.class_names
     y_true, y_pred, probs = preds.y_true, preds.y_pred, preds.probs
     confidence = probs.max(axis=1)
@@ -153,12 +169,12 @@ def evaluate_run(
 
     true_boxes = np.array([s.box for s in samples], float)
     has_box = np.array([s.has_box for s in samples], bool)
-    ious = M.box_iou(true_boxes, preds.boxes)
+    ious = M.box_iou(true_boxes, preds.image_boxes)
     result["boxes"] = {
         "positives": int(has_box.sum()),
         "mean_iou": float(ious[has_box].mean()) if has_box.any() else math.nan,
         "iou_at_least_0_5": float((ious[has_box] >= 0.5).mean()) if has_box.any() else math.nan,
-        **box_average_precision(y_true, true_boxes, has_box, probs, preds.boxes, names, negative),
+        **box_average_precision(y_true, true_boxes, has_box, probs, preds.image_boxes, names, negative),
     }
     result["critical_errors"] = M.critical_errors(y_true, y_pred, confidence, cfg.critical_pairs, names)
     result["leakage"] = _leakage(run, split, cache_dir)
@@ -191,6 +207,7 @@ def _leakage(run: LoadedRun, split: str, cache_dir) -> dict | None:
 
 
 def _write_predictions(path: Path, preds: Predictions, names, ious, has_box) -> None:
+    """One row per image; boxes in the original image's normalized xyxy."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
@@ -201,7 +218,7 @@ def _write_predictions(path: Path, preds: Predictions, names, ious, has_box) -> 
             true_box = [f"{v:.4f}" for v in s.box] if s.has_box else [""] * 4
             writer.writerow(
                 [s.image_path, names[s.class_id], names[preds.y_pred[i]], f"{preds.probs[i].max():.4f}",
-                 *[f"{p:.4f}" for p in preds.probs[i]], *true_box, *[f"{v:.4f}" for v in preds.boxes[i]],
+                 *[f"{p:.4f}" for p in preds.probs[i]], *true_box, *[f"{v:.4f}" for v in preds.image_boxes[i]],
                  f"{ious[i]:.4f}" if has_box[i] else ""]
             )
 
