@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 
 import keras
-import numpy as np
 
 log = logging.getLogger(__name__)
 
