@@ -86,7 +86,8 @@ def _suggest(agreement: dict[str, dict[str, int]]) -> dict[str, str]:
     return rename_suggestions({k: Counter(v) for k, v in agreement.items()})
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured markdown table (used by every report.md this project writes)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -124,7 +125,7 @@ def render_report(summary: dict, grid_name: str | None) -> str:
             ]
         )
     out.append(
-        _table(
+        markdown_table(
             ["split", "images", "used", "empty labels", "boxes", "dropped lines", "bad images",
              "no label file", "label w/o image", "multi-object", "multi-class", "filled from COCO",
              "negatives"],
@@ -144,7 +145,7 @@ def render_report(summary: dict, grid_name: str | None) -> str:
             ]
         hist_rows.append(row)
     header = ["class"] + [f"{s} {k}" for s in splits for k in ("instances", "kept instances", "images")]
-    out.append(_table(header, hist_rows))
+    out.append(markdown_table(header, hist_rows))
     out.append("")
     out.append(f"Kept (model outputs, in order): {classes['class_names']}.")
     if classes["dropped"]:
@@ -209,7 +210,7 @@ def render_report(summary: dict, grid_name: str | None) -> str:
         coco_names = sorted({c for row in src["name_agreement"].values() for c in row})
         rows = [[y] + [row.get(c, 0) for c in coco_names] for y, row in src["name_agreement"].items()]
         out += ["", "Name agreement over matched boxes (rows: YOLO name from data.yaml, columns: COCO name):", ""]
-        out.append(_table(["YOLO \\ COCO"] + coco_names, rows))
+        out.append(markdown_table(["YOLO \\ COCO"] + coco_names, rows))
         suggested, in_effect = src["rename_suggestions"], src["rename_in_effect"] or {}
         if suggested:
             out.append("")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fracture.data.inspect import markdown_table
+
 
 def _pct(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
@@ -19,12 +21,6 @@ def _ci(ci) -> str:
 
 def _num(value, digits=3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def headline_rows(result: dict) -> list[list[str]]:
@@ -73,12 +69,12 @@ def render_report(result: dict, class_names, preds, worst_cases: int) -> str:
             parts.append("No shared Roboflow groups or near-duplicates with train were found.")
     elif leak and leak.get("error"):
         parts.append(f"Leakage: {leak['error']}")
-    parts += ["## Headline", _table(["metric", "value", "95% CI (Wilson)"], headline_rows(result))]
+    parts += ["## Headline", markdown_table(["metric", "value", "95% CI (Wilson)"], headline_rows(result))]
     rows = []
     auc = result["auc"]["per_class"]
     for name, m in c["per_class"].items():
         rows.append([name, m["support"], _num(m["precision"]), _num(m["recall"]), _ci(m["recall_ci95"]), _num(m["f1"]), _num(auc.get(name))])
-    parts += ["## Per class", _table(["class", "support", "precision", "recall", "recall 95% CI", "F1", "AUC"], rows)]
+    parts += ["## Per class", markdown_table(["class", "support", "precision", "recall", "recall 95% CI", "F1", "AUC"], rows)]
     if c["no_support"]:
         parts.append(f"Classes with no instances in this split (left out of every average): {', '.join(c['no_support'])}.")
     parts += ["![confusion matrix](confusion_matrix.png)", "![ROC](roc.png)"]
@@ -86,13 +82,13 @@ def render_report(result: dict, class_names, preds, worst_cases: int) -> str:
     ap_rows = [[n, v["instances"], _num(v["ap50"]), _num(v["ap50_95"])] for n, v in b["per_class"].items()]
     parts += ["## Boxes (positives only)",
               "Each image's predicted box is one detection, labelled with its most probable fracture class and scored by that probability.",
-              _table(["class", "instances", "AP50", "AP50:95"], ap_rows)]
+              markdown_table(["class", "instances", "AP50", "AP50:95"], ap_rows)]
     parts += ["## Calibration", f"ECE {_num(result['calibration']['ece'])} over {len(result['calibration']['bins'])} non-empty bins.",
               "![reliability](reliability.png)"]
     crit = result["critical_errors"]
     parts.append("## Critical errors")
     if crit["pairs"]:
-        parts.append(_table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in crit["pairs"]]))
+        parts.append(markdown_table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in crit["pairs"]]))
     else:
         parts.append("No critical (true, predicted) pairs configured (`eval.critical_pairs`).")
     if crit["unknown_pairs"]:
@@ -100,7 +96,7 @@ def render_report(result: dict, class_names, preds, worst_cases: int) -> str:
     wrong = np.nonzero(preds.y_true != preds.y_pred)[0]
     wrong = wrong[np.argsort(-preds.probs[wrong].max(axis=1))][:worst_cases]
     if len(wrong):
-        parts += ["### Most confident mistakes", _table(
+        parts += ["### Most confident mistakes", markdown_table(
             ["image", "true", "predicted", "confidence"],
             [[Path(preds.samples[i].image_path).name, class_names[preds.y_true[i]], class_names[preds.y_pred[i]],
               f"{preds.probs[i].max():.2f}"] for i in wrong])]

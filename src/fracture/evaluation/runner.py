@@ -21,6 +21,7 @@ from fracture.data.config import DataConfig
 from fracture.evaluation import figures
 from fracture.evaluation import metrics as M
 from fracture.evaluation.boxes import box_average_precision
+from fracture.data.inspect import index_leakage
 from fracture.evaluation.report import render_report
 from fracture.models.classifier import load_fracture_model
 
@@ -101,16 +102,24 @@ def predict(run: LoadedRun, samples: list, sizes: dict, batch_size: int) -> Pred
     return Predictions(samples, np.asarray(outputs["class"], float), boxes, image_boxes)
 
 
-def split_samples(run: LoadedRun, split: str, cache_dir) -> tuple[list, dict]:
-    """The split's samples under the run's class mapping, and path -> (height, width)."""
+def index_splits(run: LoadedRun, splits: list[str], cache_dir):
+    """Index `splits` of the run's dataset under the run's own class mapping."""
     from fracture.data.index import build_index
 
-    index = build_index(run.data, splits=[split], classes=run.classes, cache_dir=cache_dir)
+    return build_index(run.data, splits=splits, classes=run.classes, cache_dir=cache_dir)
+
+
+def samples_of(index, split: str) -> tuple[list, dict]:
+    """A split's samples and path -> (height, width) for the box frame change."""
     samples = index.split(split).samples
     if not samples:
-        raise ValueError(f"Split {split!r} of {run.data.root} has no usable images.")
-    sizes = {str(r.image_path): (r.probe.height, r.probe.width) for r in index.split(split).records}
-    return samples, sizes
+        raise ValueError(f"Split {split!r} of {index.config.root} has no usable images.")
+    return samples, {str(r.image_path): (r.probe.height, r.probe.width) for r in index.split(split).records}
+
+
+def split_samples(run: LoadedRun, split: str, cache_dir) -> tuple[list, dict]:
+    """`samples_of` one split, indexed on its own."""
+    return samples_of(index_splits(run, [split], cache_dir), split)
 
 
 def screening_threshold(run: LoadedRun, split: str, preds: Predictions, target: float, cache_dir, batch_size) -> dict:
@@ -149,7 +158,14 @@ def evaluate_run(
     run = load_run(run_dir, data_override)
     out = Path(out) if out else run.run_dir / "eval" / split
     out.mkdir(parents=True, exist_ok=True)
-    samples, sizes = split_samples(run, split, cache_dir)
+    # one index for the split and, for the leakage check, train (probes are cached per file)
+    with_train = split != run.data.train_split
+    try:
+        index = index_splits(run, [split, run.data.train_split] if with_train else [split], cache_dir)
+        leakage = index_leakage(index) if with_train else None
+    except Exception as exc:  # noqa: BLE001 - without a readable train split only the caveat is lost
+        index, leakage = index_splits(run, [split], cache_dir), {"error": f"leakage check skipped: {exc}"}
+    samples, sizes = samples_of(index, split)
     preds = predict(run, samples, sizes, cfg.batch_size)
     names = run.classes.class_names
     y_true, y_pred, probs = preds.y_true, preds.y_pred, preds.probs
@@ -177,7 +193,7 @@ def evaluate_run(
         **box_average_precision(y_true, true_boxes, has_box, probs, preds.image_boxes, names, negative),
     }
     result["critical_errors"] = M.critical_errors(y_true, y_pred, confidence, cfg.critical_pairs, names)
-    result["leakage"] = _leakage(run, split, cache_dir)
+    result["leakage"] = leakage
 
     _write_predictions(out / "predictions.csv", preds, names, ious, has_box)
     figure_files = {
@@ -190,20 +206,6 @@ def evaluate_run(
     (out / "metrics.json").write_text(json.dumps(_finite(result), indent=2, default=_json_default) + "\n")
     (out / "report.md").write_text(render_report(result, names, preds, cfg.worst_cases))
     return result
-
-
-def _leakage(run: LoadedRun, split: str, cache_dir) -> dict | None:
-    """Train-vs-split leakage (shared Roboflow groups, near-duplicates), as the inspector reports it."""
-    from fracture.data.index import build_index
-    from fracture.data.inspect import index_leakage
-
-    if split == run.data.train_split:
-        return None
-    try:
-        index = build_index(run.data, splits=[run.data.train_split, split], classes=run.classes, cache_dir=cache_dir)
-    except Exception as exc:  # noqa: BLE001 - a missing train split only loses the caveat
-        return {"error": f"leakage check skipped: {exc}"}
-    return index_leakage(index)
 
 
 def _write_predictions(path: Path, preds: Predictions, names, ious, has_box) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -88,13 +89,9 @@ class TimeBudget(keras.callbacks.Callback):
         self.stopped = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        import time
-
         self._start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
-
         now = time.monotonic()
         if now + (now - self._start) > self.deadline:
             print(f"\nTime budget: stopping after epoch {epoch + 1} (the next epoch would overrun trainer.max_minutes).")

@@ -3,7 +3,7 @@
 A frozen backbone (BatchNorm in inference mode) is a pure function of the image, so when
 the frozen phase does not augment, its features are computed once and the heads train on
 them: later epochs skip the backbone entirely. Features live in memory, or in a memory-
-mapped `.npy` file when they would not fit (`trainer.feature_cache=file`, or `auto` above
+mapped file when they would not fit (`trainer.feature_cache=file`, or `auto` above
 `trainer.feature_cache_max_memory_gb`).
 """
 
@@ -50,63 +50,37 @@ def compute_features(backbone: keras.Model, dataset: tf.data.Dataset, file_dir: 
     Args:
         backbone: the frozen feature extractor.
         dataset: `(images, targets, sample_weights)` batches, as `make_dataset` yields them.
-        file_dir: write features to `file_dir/features.npy` (memory-mapped) instead of RAM.
+        file_dir: stream features to `file_dir/features.f32` and memory-map it, instead of RAM.
     """
     feature_batches, targets, weights = [], {"class": [], "box": []}, {"class": [], "box": []}
-    memmap, count = None, 0
     predict = tf.function(lambda x: backbone(x, training=False))
+    raw_file, rows, shape = None, 0, None
+    if file_dir is not None:
+        file_dir.mkdir(parents=True, exist_ok=True)
+        raw_file = (file_dir / "features.f32").open("wb")
     for images, batch_targets, batch_weights in dataset:
         features = np.asarray(keras.ops.convert_to_numpy(predict(images)), np.float32)
-        if file_dir is not None:
-            memmap = _append(memmap, features, file_dir)
+        shape, rows = features.shape[1:], rows + len(features)
+        if raw_file is not None:
+            raw_file.write(np.ascontiguousarray(features).tobytes())
         else:
             feature_batches.append(features)
-        count += len(features)
         for key in targets:
             targets[key].append(batch_targets[key].numpy())
             weights[key].append(batch_weights[key].numpy())
     targets = {k: np.concatenate(v) for k, v in targets.items()}
     weights = {k: np.concatenate(v) for k, v in weights.items()}
-    if file_dir is None:
+    if raw_file is None:
         return CachedFeatures(np.concatenate(feature_batches), targets, weights)
-    memmap.flush()
-    return CachedFeatures(np.load(file_dir / "features.npy", mmap_mode="r")[:count], targets, weights, file_dir)
-
-
-class _Growable:
-    def __init__(self, path: Path, shape: tuple):
-        self.path, self.shape, self.rows = path, shape, 0
-        self.file = path.open("wb")
-
-    def write(self, batch: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(batch, np.float32).tobytes())
-        self.rows += len(batch)
-
-    def flush(self) -> None:
-        self.file.close()
-        raw = self.path.with_suffix(".raw")
-        self.path.rename(raw)
-        data = np.memmap(raw, np.float32, "r", shape=(self.rows, *self.shape))
-        out = np.lib.format.open_memmap(self.path, "w+", np.float32, data.shape)
-        for start in range(0, self.rows, 256):  # copy in chunks: never the whole array in RAM
-            out[start : start + 256] = data[start : start + 256]
-        out.flush()
-        del data, out
-        raw.unlink()
-
-
-def _append(memmap: _Growable | None, features: np.ndarray, file_dir: Path) -> _Growable:
-    if memmap is None:
-        file_dir.mkdir(parents=True, exist_ok=True)
-        memmap = _Growable(file_dir / "features.npy", features.shape[1:])
-    memmap.write(features)
-    return memmap
+    raw_file.close()
+    features = np.memmap(file_dir / "features.f32", np.float32, "r", shape=(rows, *shape))
+    return CachedFeatures(features, targets, weights, file_dir)
 
 
 def feature_dataset(cached: CachedFeatures, batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
     """Batches of `(features, targets, sample_weights)` for training the heads alone."""
     n = len(cached)
-    if isinstance(cached.features, np.memmap) or cached.path is not None:
+    if cached.path is not None:
         shape = cached.features.shape[1:]
 
         def batches():

@@ -232,7 +232,6 @@ def _run_phase(
     started = time.time()
     set_backbone_trainable(fm.backbone, phase.trainable_layers, _freeze_batchnorm(trainer, fm))
     batch = data_cfg.batch_size
-    train_ds = make_dataset(train_samples, classes.num_classes, data_cfg, True, class_weights, augment=phase.augment)
     val_ds = make_dataset(val_samples, classes.num_classes, data_cfg, False, class_weights)
     mode = "off"
     if phase.trainable_layers == 0 and not phase.augment:
@@ -241,6 +240,7 @@ def _run_phase(
     cached: list[CachedFeatures] = []
     if mode != "off":
         print(f"Phase {phase.name}: computing frozen-backbone features once ({mode} cache).")
+        # unshuffled and unaugmented: the features are shuffled per epoch by feature_dataset
         plain_train = make_dataset(train_samples, classes.num_classes, data_cfg, False, class_weights)
         file_root = Path(cfg.paths.cache_dir) / "features" / state_dir.name if mode == "file" else None
         cached = [
@@ -253,6 +253,7 @@ def _run_phase(
         print(f"features ready in {time.time() - started:.1f} s")
     else:
         fit_model = fm.model
+        train_ds = make_dataset(train_samples, classes.num_classes, data_cfg, True, class_weights, augment=phase.augment)
         train_ds = _limit(train_ds, trainer.max_train_batches)
         val_ds = _limit(val_ds, trainer.max_val_batches)
 
