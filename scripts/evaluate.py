@@ -20,13 +20,14 @@ def main(cfg: DictConfig) -> None:
     from fracture.data.layout import DatasetError
     from fracture.evaluation.report import headline_rows
     from fracture.evaluation.runner import EvalConfig, evaluate_run
+    from fracture.runs import RunError
 
     try:
         result = evaluate_run(
             cfg.run, cfg.split, cfg.out, typed(EvalConfig, cfg.eval, "eval"),
             OmegaConf.to_container(cfg.data, resolve=True), cfg.paths.cache_dir,
         )
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, RunError, FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     print(f"{result['split']}: {result['images']} images")
     for name, value, ci in headline_rows(result):

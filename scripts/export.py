@@ -20,12 +20,13 @@ def main(cfg: DictConfig) -> None:
     import numpy as np
 
     from fracture.data.pipeline import make_dataset
-    from fracture.evaluation.runner import load_run, split_samples
+    from fracture.evaluation.runner import split_samples
+    from fracture.runs import RunError, load_run
     from fracture.export import ExportError, export_run
 
     try:
         run = load_run(cfg.run)
-    except (FileNotFoundError, ValueError) as exc:
+    except (RunError, FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     size = run.data.image_size
     try:

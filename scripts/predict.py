@@ -17,13 +17,13 @@ setup_env(Path(__file__).resolve().parents[1])
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from fracture.evaluation.runner import load_run
+    from fracture.runs import RunError, load_run
     from fracture.inference import list_inputs, predict_files, write_predictions
 
     try:
         run = load_run(cfg.run)
         files, folder = list_inputs(cfg.input)
-    except (FileNotFoundError, ValueError) as exc:
+    except (RunError, FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     out = Path(cfg.out) if cfg.out else Path(cfg.run) / "predictions" / Path(cfg.input).stem
     result = predict_files(run, files, out / "overlays" if cfg.overlays else None, cfg.batch_size)

@@ -3,13 +3,13 @@ original image's coordinates, plus overlay PNGs. Used by scripts/predict.py."""
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from fracture.runs import write_csv, write_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -44,7 +44,7 @@ def predict_files(run, files: Iterable[Path], overlay_dir: Path | None, batch_si
     """Predict every file; undecodable files are skipped and listed with the reason.
 
     Args:
-        run: a `fracture.evaluation.runner.LoadedRun`.
+        run: a `fracture.runs.LoadedRun`.
         files: image paths.
         overlay_dir: write `<stem>_pred.png` overlays here (None: no overlays).
     """
@@ -126,17 +126,18 @@ def write_predictions(result: PredictionResult, out: Path, folder: bool) -> Path
     """predictions.json (one image) or predictions.csv (a folder), plus skipped.json when any."""
     out.mkdir(parents=True, exist_ok=True)
     if result.skipped:
-        (out / "skipped.json").write_text(json.dumps(result.skipped, indent=2) + "\n")
+        write_json(out / "skipped.json", result.skipped)
     if not folder:
         path = out / "predictions.json"
-        path.write_text(json.dumps(result.predictions[0] if result.predictions else {"skipped": result.skipped}, indent=2) + "\n")
+        write_json(path, result.predictions[0] if result.predictions else {"skipped": result.skipped})
         return path
     path = out / "predictions.csv"
     names = list(result.predictions[0]["probabilities"]) if result.predictions else []
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "predicted_class", "probability", *[f"p_{n}" for n in names], "x1", "y1", "x2", "y2", "width", "height"])
-        for r in result.predictions:
-            writer.writerow([r["image"], r["predicted_class"], f"{r['probability']:.4f}",
-                             *[f"{r['probabilities'][n]:.4f}" for n in names], *r["box"], r["width"], r["height"]])
+    header = ["image", "predicted_class", "probability", *[f"p_{n}" for n in names], "x1", "y1", "x2", "y2", "width", "height"]
+    rows = [
+        [r["image"], r["predicted_class"], f"{r['probability']:.4f}", *[f"{r['probabilities'][n]:.4f}" for n in names],
+         *r["box"], r["width"], r["height"]]
+        for r in result.predictions
+    ]
+    write_csv(path, header, rows)
     return path

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT, compose_cfg
-from fracture.evaluation.runner import EvalConfig, evaluate_run, load_run
+from fracture.evaluation.runner import EvalConfig, evaluate_run
+from fracture.runs import load_run
 from fracture.export import export_run
 from fracture.inference import list_inputs, predict_files, write_predictions
 from fracture.training.trainer import train

@@ -7,25 +7,19 @@ the run (`screening_threshold.json`) and applied unchanged to any other split.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from fracture.data.classes import ClassMapping
-from fracture.data.config import DataConfig
+from fracture.data.inspect import index_leakage
 from fracture.evaluation import figures
 from fracture.evaluation import metrics as M
 from fracture.evaluation.boxes import box_average_precision
-from fracture.data.inspect import index_leakage
 from fracture.evaluation.report import render_report
-from fracture.models.classifier import load_fracture_model
-
-THRESHOLD_FILE = "screening_threshold.json"
+from fracture.runs import LoadedRun, load_run, write_csv, write_json, write_text
 
 
 @dataclass
@@ -40,14 +34,6 @@ class EvalConfig:
     gradcam_max_critical: int = 8
     worst_cases: int = 10
     batch_size: int = 32
-
-
-@dataclass
-class LoadedRun:
-    run_dir: Path
-    model: keras.Model
-    classes: ClassMapping
-    data: DataConfig
 
 
 @dataclass
@@ -72,21 +58,6 @@ class Predictions:
     @property
     def y_pred(self) -> np.ndarray:
         return self.probs.argmax(axis=1)
-
-
-def load_run(run_dir: str | Path, data_override: dict | None = None, model_file: str = "best.keras") -> LoadedRun:
-    """The run's model, class mapping and data config (`data_override` keys replace the run's)."""
-    from omegaconf import OmegaConf
-
-    run_dir = Path(run_dir)
-    for needed in ("config.yaml", "classes.json", model_file):
-        if not (run_dir / needed).is_file():
-            raise FileNotFoundError(f"{run_dir / needed} not found: is {run_dir} a finished training run folder?")
-    run_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    data = {**run_cfg["data"], **(data_override or {})}
-    data.pop("synthetic", None)  # generated at training time; evaluation only reads it
-    model = load_fracture_model(run_dir / model_file)
-    return LoadedRun(run_dir, model, ClassMapping.load(run_dir / "classes.json"), DataConfig.from_mapping(data))
 
 
 def predict(run: LoadedRun, samples: list, sizes: dict, batch_size: int) -> Predictions:
@@ -125,7 +96,7 @@ def split_samples(run: LoadedRun, split: str, cache_dir) -> tuple[list, dict]:
 def screening_threshold(run: LoadedRun, split: str, preds: Predictions, target: float, cache_dir, batch_size) -> dict:
     """Load the run's locked threshold, or choose it on valid (predicting valid if needed)."""
     negative = run.classes.negative_id
-    path = run.run_dir / THRESHOLD_FILE
+    path = run.layout.screening_threshold
     if path.is_file():
         saved = json.loads(path.read_text())
         if math.isclose(saved["target_sensitivity"], target):
@@ -141,7 +112,7 @@ def screening_threshold(run: LoadedRun, split: str, preds: Predictions, target: 
         "valid_sensitivity": M.screening_metrics(scores, positive, threshold)["sensitivity"]["value"],
         "score": "1 - p(no finding)",
     }
-    path.write_text(json.dumps(locked, indent=2) + "\n")
+    write_json(path, locked)
     return locked
 
 
@@ -156,7 +127,7 @@ def evaluate_run(
     """Evaluate and write everything to `out` (default `<run>/eval/<split>/`); returns metrics."""
     cfg = cfg or EvalConfig()
     run = load_run(run_dir, data_override)
-    out = Path(out) if out else run.run_dir / "eval" / split
+    out = Path(out) if out else run.layout.eval_dir(split)
     out.mkdir(parents=True, exist_ok=True)
     # one index for the split and, for the leakage check, train (probes are cached per file)
     with_train = split != run.data.train_split
@@ -203,26 +174,24 @@ def evaluate_run(
     }
     result["explanations"] = _explanations(run, preds, ious, has_box, result["critical_errors"], cfg, out / "gradcam")
     result["figures"] = {k: v.name for k, v in figure_files.items()}
-    (out / "metrics.json").write_text(json.dumps(_finite(result), indent=2, default=_json_default) + "\n")
-    (out / "report.md").write_text(render_report(result, names, preds, cfg.worst_cases))
+    write_json(out / "metrics.json", _finite(result))
+    write_text(out / "report.md", render_report(result, names, preds, cfg.worst_cases))
     return result
 
 
 def _write_predictions(path: Path, preds: Predictions, names, ious, has_box) -> None:
     """One row per image; boxes in the original image's normalized xyxy."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["image", "true_class", "predicted_class", "confidence", *[f"p_{n}" for n in names],
-             "true_x1", "true_y1", "true_x2", "true_y2", "pred_x1", "pred_y1", "pred_x2", "pred_y2", "iou"]
+    header = ["image", "true_class", "predicted_class", "confidence", *[f"p_{n}" for n in names],
+              "true_x1", "true_y1", "true_x2", "true_y2", "pred_x1", "pred_y1", "pred_x2", "pred_y2", "iou"]
+    rows = []
+    for i, s in enumerate(preds.samples):
+        true_box = [f"{v:.4f}" for v in s.box] if s.has_box else [""] * 4
+        rows.append(
+            [s.image_path, names[s.class_id], names[preds.y_pred[i]], f"{preds.probs[i].max():.4f}",
+             *[f"{p:.4f}" for p in preds.probs[i]], *true_box, *[f"{v:.4f}" for v in preds.image_boxes[i]],
+             f"{ious[i]:.4f}" if has_box[i] else ""]
         )
-        for i, s in enumerate(preds.samples):
-            true_box = [f"{v:.4f}" for v in s.box] if s.has_box else [""] * 4
-            writer.writerow(
-                [s.image_path, names[s.class_id], names[preds.y_pred[i]], f"{preds.probs[i].max():.4f}",
-                 *[f"{p:.4f}" for p in preds.probs[i]], *true_box, *[f"{v:.4f}" for v in preds.image_boxes[i]],
-                 f"{ious[i]:.4f}" if has_box[i] else ""]
-            )
+    write_csv(path, header, rows)
 
 
 def _explanations(run, preds: Predictions, ious, has_box, critical, cfg: EvalConfig, out: Path) -> dict:
@@ -270,13 +239,3 @@ def _finite(value):
     if isinstance(value, (float, np.floating)) and math.isnan(value):
         return None
     return value
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)

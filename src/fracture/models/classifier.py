@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import keras
 
@@ -99,15 +98,3 @@ def _flat_layers(model: keras.Model) -> list:
         else:
             out.append(layer)
     return out
-
-
-def load_fracture_model(path: str | Path, compile: bool = False) -> keras.Model:
-    """Load a saved `.keras` model in safe mode, with this project's custom objects registered.
-
-    Importing the modules runs their `register_keras_serializable` decorators (layers,
-    losses, metrics, the LR schedule), which `keras.models.load_model` needs to find them.
-    """
-    from fracture.models import backbones, heads, losses, metrics  # noqa: F401
-    from fracture.training import optim  # noqa: F401
-
-    return keras.models.load_model(path, compile=compile, safe_mode=True)

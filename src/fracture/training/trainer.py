@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from fracture.config import to_container, typed
-from fracture.models.classifier import FractureModel, ModelConfig, build_model, load_fracture_model, set_backbone_trainable
+from fracture.models.classifier import FractureModel, ModelConfig, build_model, set_backbone_trainable
 from fracture.models.losses import ClassWeightConfig, LossConfig, build_losses, class_counts, compute_class_weights
 from fracture.models.metrics import build_metrics
 from fracture.training import callbacks as cb
@@ -44,6 +44,7 @@ from fracture.training.feature_cache import (
 )
 from fracture.training.optim import OptimizerConfig, build_optimizer
 from fracture.training.precision import apply_precision
+from fracture.runs import load_model_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> Trai
         "resumed_from": str(resumed_from) if resumed_from else None,
         "phases": [],
     }
-    _write_json(run_dir / "run.json", {**info, "status": "running"})
+    write_json(run_dir / "run.json", {**info, "status": "running"})
 
     phases = plan_phases(trainer, opt_cfg, data_cfg.augment.enabled)
     start_time = time.time()
@@ -215,11 +216,11 @@ def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> Trai
     metrics = {}
     if status == "completed":
         metrics = evaluate_best(run_dir, fm.model, data_cfg, classes, val_samples, losses, loss_weights, trainer)
-        _write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "metrics.json", metrics)
         import shutil
 
         shutil.rmtree(state_dir, ignore_errors=True)
-    _write_json(run_dir / "run.json", {**info, "status": status})
+    write_json(run_dir / "run.json", {**info, "status": status})
     return TrainResult(run_dir, status, metrics, epochs_run)
 
 
@@ -346,7 +347,7 @@ def evaluate_best(run_dir, model, data_cfg, classes, val_samples, losses, loss_w
     from fracture.data.pipeline import make_dataset
 
     best_path = run_dir / "best.keras"
-    best = load_fracture_model(best_path) if best_path.is_file() else model
+    best = load_model_file(best_path) if best_path.is_file() else model
     metrics, weighted = build_metrics(classes.num_classes, "both")
     best.compile(loss=losses, loss_weights=loss_weights, metrics=metrics, weighted_metrics=weighted)
     val_ds = _limit(make_dataset(val_samples, classes.num_classes, data_cfg, False), trainer.max_val_batches)
@@ -381,7 +382,3 @@ def _verbosity(progress) -> int | str:
     if progress == "auto":
         return 1 if sys.stdout.isatty() else 2
     return int(progress)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")

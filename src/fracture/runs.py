@@ -1,0 +1,309 @@
+"""The run-folder contract: what a training run folder holds, how it is written, how it is read.
+
+Layout (`RunLayout`), under `<paths.log_dir>/<task_name>/<time>/`:
+    run.json           status, weights really used, precision, strategy, phases, data accounting
+    config.yaml        the resolved config
+    classes.json       class names and the label mapping (fracture.data.classes)
+    best.keras         the model with the best `callbacks.monitor`
+    last.keras         the model after the last completed epoch
+    history.csv        one row per completed epoch (both phases)
+    train.log          what the console showed
+    metrics.json       validation metrics of best.keras
+    screening_threshold.json   the screening threshold locked on valid (evaluate.py)
+    tensorboard/       scalars and validation images
+    eval/<split>/      evaluate.py output
+    predictions/<name>/  predict.py output
+    export/            export.py output
+
+`run.json` status lifecycle: `running` -> `finished` | `failed` | `interrupted`. A run that
+is `failed` or `interrupted` can be resumed by rerunning the same command.
+
+Every file here is written atomically (`write_json`, `write_text`, `save_model`: a temp file
+in the same folder, flushed and fsynced, then `os.replace`), so a kill at any instant leaves
+either the old file or the new one, never a torn one. This module is the only writer of the
+contract's files; readers (evaluate, predict, export) use `load_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # keras/TF load lazily: the contract's paths are needed without them
+    import keras
+
+    from fracture.data.classes import ClassMapping
+    from fracture.data.config import DataConfig
+
+RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
+STATUSES = (RUNNING, FINISHED, FAILED, INTERRUPTED)
+
+
+class RunError(Exception):
+    """A run folder or model file that cannot be used; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where each file of a run folder lives (see the module docstring)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def classes(self) -> Path:
+        return self.root / "classes.json"
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / "best.keras"
+
+    @property
+    def last_model(self) -> Path:
+        return self.root / "last.keras"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def screening_threshold(self) -> Path:
+        return self.root / "screening_threshold.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    def eval_dir(self, split: str) -> Path:
+        return self.root / "eval" / split
+
+    def predictions_dir(self, name: str) -> Path:
+        return self.root / "predictions" / name
+
+
+def new_run_dir(log_dir: str | Path, task_name: str, now: datetime | None = None) -> Path:
+    """A fresh `<log_dir>/<task_name>/<time>` path (not created); `_2`, `_3`... if taken."""
+    base = Path(log_dir) / task_name / (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}_{n}")
+    return candidate
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call `write(file)` on a temp file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` atomically."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write `data` as indented JSON, atomically (non-JSON values are written as strings)."""
+    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def write_csv(path: str | Path, header: list[str], rows) -> None:
+    """Write a CSV (a header, then `rows`) atomically."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def save_model(model: "keras.Model", path: str | Path) -> None:
+    """`model.save(path)` atomically: Keras writes a temp `.keras` file that is renamed over
+    `path` only once complete, so a kill mid-save never leaves a 0-byte or torn checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def read_run_info(root: str | Path) -> dict:
+    """run.json of a run folder ({} when there is none yet)."""
+    path = RunLayout(root).run_json
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def update_run_info(root: str | Path, **fields) -> dict:
+    """Merge `fields` into run.json (atomically) and return the result."""
+    if "status" in fields and fields["status"] not in STATUSES:
+        raise ValueError(f"run status {fields['status']!r}; expected one of {STATUSES}")
+    info = {**read_run_info(root), **fields}
+    write_json(RunLayout(root).run_json, info)
+    return info
+
+
+def load_model_file(path: str | Path) -> "keras.Model":
+    """Load a `.keras` model in safe mode, with this project's custom objects registered.
+
+    Raises:
+        RunError: naming the file and what is wrong with it (missing, empty, not a zip,
+            truncated, not a Keras archive, or a model Keras cannot rebuild).
+    """
+    import keras
+
+    from fracture.models import backbones, heads, losses, metrics  # noqa: F401 - registers custom objects
+
+    path = Path(path)
+    problem = _model_file_problem(path)
+    if problem:
+        raise RunError(f"{path}: {problem}")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to rebuild is the file's fault here
+        raise RunError(f"{path}: Keras could not load this model ({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def _model_file_problem(path: Path) -> str | None:
+    """Why `path` is not a loadable `.keras` archive, checked before Keras sees it."""
+    if not path.is_file():
+        return "file not found"
+    if path.suffix != ".keras":
+        return "not a .keras file (expected a model saved by this project's train.py)"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes): an interrupted save? use last.keras or rerun training"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        return "not a Keras archive (not a zip file; corrupt or truncated?)"
+    except (OSError, EOFError) as exc:
+        return f"unreadable ({exc})"
+    if bad is not None:
+        return f"corrupt archive (member {bad} fails its checksum)"
+    if "config.json" not in names:
+        return "not a Keras model archive (no config.json inside)"
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+@dataclass
+class LoadedRun:
+    """A finished (or resumable) run, ready for evaluation, prediction or export."""
+
+    layout: RunLayout
+    model: "keras.Model"
+    classes: "ClassMapping"
+    data: "DataConfig"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.root
+
+
+def load_run(run_dir: str | Path, data_override: dict | None = None, model_file: str = "best.keras") -> LoadedRun:
+    """The run's model, class mapping and data config (`data_override` keys replace the run's).
+
+    Raises:
+        RunError: the folder is not a run folder, or its model file is unusable.
+    """
+    from omegaconf import OmegaConf
+
+    from fracture.data.classes import ClassMapping
+    from fracture.data.config import DataConfig
+
+    layout = RunLayout(run_dir)
+    if not layout.root.is_dir():
+        raise RunError(f"{layout.root}: no such run folder")
+    for needed in (layout.config, layout.classes):
+        if not needed.is_file():
+            raise RunError(f"{needed} not found: is {layout.root} a training run folder?")
+    run_cfg = OmegaConf.to_container(OmegaConf.load(layout.config), resolve=True)
+    data = {**run_cfg["data"], **(data_override or {})}
+    data.pop("synthetic", None)  # generated at training time; evaluation only reads it
+    model = load_model_file(layout.root / model_file)
+    return LoadedRun(layout, model, ClassMapping.load(layout.classes), DataConfig.from_mapping(data))
