@@ -298,7 +298,7 @@ def load_run(run_dir: str | Path, data_override: dict | None = None, model_file:
 
     layout = RunLayout(run_dir)
     if not layout.root.is_dir():
-        raise RunError(f"{layout.root}: no such run folder")
+        raise RunError(f"{layout.root}: no such run folder (a run folder holds config.yaml, classes.json and best.keras)")
     for needed in (layout.config, layout.classes):
         if not needed.is_file():
             raise RunError(f"{needed} not found: is {layout.root} a training run folder?")
