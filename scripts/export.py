@@ -19,7 +19,7 @@ setup_env(Path(__file__).resolve().parents[1])
 def main(cfg: DictConfig) -> None:
     import numpy as np
 
-    from fracture.data.pipeline import make_dataset
+    from fracture.inference import load_samples_batch
     from fracture.evaluation.runner import split_samples
     from fracture.runs import RunError, load_run
     from fracture.export import ExportError, export_run
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
     size = run.data.image_size
     try:
         samples = split_samples(run, run.data.val_split, cfg.paths.cache_dir)[0][: cfg.check_images]
-        images = next(iter(make_dataset(samples, run.classes.num_classes, run.data, False, cache=None, batch_size=len(samples))))[0].numpy()
+        images = load_samples_batch(samples, run.classes.num_classes, run.data)[0]
         source = f"{len(images)} {run.data.val_split} images"
     except Exception as exc:  # noqa: BLE001 - the check still runs, on noise, and says so
         images = np.random.default_rng(0).uniform(0, 255, (cfg.check_images, size, size, 3)).astype("float32")

@@ -1,7 +1,8 @@
-"""Train a two-head fracture model: python scripts/train.py [experiment=demo] [key=value ...]
+"""Train a two-head model: python scripts/train.py [experiment=demo] [key=value ...]
 
-Writes the run folder (Hydra's run dir; see fracture.training.trainer) and prints it with
-the TensorBoard command. Rerunning an interrupted command resumes it.
+Writes the run folder (fracture.runs; <paths.log_dir>/<task_name>/<time>/) and prints it
+with the TensorBoard command. Rerunning an interrupted command resumes it; Ctrl-C or
+SIGTERM stops it as `interrupted` (exit 130 / 143), ready to resume.
 """
 
 import sys
@@ -17,18 +18,16 @@ setup_env(Path(__file__).resolve().parents[1])
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
     from fracture.data.layout import DatasetError
     from fracture.models.backbones import WeightsUnavailableError
-    from fracture.training.trainer import train
+    from fracture.runs import FINISHED, RunError
+    from fracture.training.trainer import RunInterrupted, train
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    print(f"run folder: {run_dir}")
-    print(f"TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
     try:
-        result = train(cfg, run_dir)
-    except (DatasetError, WeightsUnavailableError, ValueError, FileNotFoundError) as exc:
+        result = train(cfg)
+    except RunInterrupted as exc:
+        sys.exit(exc.exit_code)
+    except (DatasetError, WeightsUnavailableError, RunError, ValueError, FileNotFoundError) as exc:
         sys.exit(f"error: {exc}")
     print(f"status: {result.status}; epochs run: {result.epochs_run}")
     for key, value in result.metrics.items():
@@ -36,7 +35,7 @@ def main(cfg: DictConfig) -> None:
             print(f"  {key}: {value:.4f}")
     print(f"run folder: {result.run_dir}")
     print(f"TensorBoard: tensorboard --logdir {result.run_dir / 'tensorboard'}")
-    if result.status != "completed":
+    if result.status != FINISHED:
         sys.exit(1)
 
 

@@ -30,6 +30,20 @@ def list_inputs(path: str | Path) -> tuple[list[Path], bool]:
     raise FileNotFoundError(f"input {path} does not exist")
 
 
+def load_samples_batch(samples: list, num_classes: int, data_cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Indexed samples as one batch of model inputs, exactly as evaluation feeds them:
+    `(images (N, S, S, 3) float raw 0-255, true boxes (N, 4) in the model's frame)`.
+
+    The one loader for small fixed batches: Grad-CAM panels, export checks, the
+    TensorBoard panel.
+    """
+    from fracture.data.pipeline import make_dataset
+
+    ds = make_dataset(samples, num_classes, data_cfg, False, cache=None, batch_size=len(samples))
+    images, targets, _ = next(iter(ds))
+    return images.numpy(), targets["box"].numpy()
+
+
 def _load(path: Path, size: int, mode: str):
     import tensorflow as tf
 

@@ -27,9 +27,12 @@ contract's files; readers (evaluate, predict, export) use `load_run`.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -200,6 +203,43 @@ def save_model(model: "keras.Model", path: str | Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+class _Tee:
+    """A console stream that also appends to a log file (train.log)."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.log.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding ... are the console's
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def console_log(path: str | Path):
+    """While active, everything printed (stdout, stderr, logging) is also appended to `path`;
+    yields the log file, for lines meant for the log alone."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", buffering=1, encoding="utf-8") as log:
+        out, err = sys.stdout, sys.stderr
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s %(name)s] %(message)s"))
+        logging.getLogger().addHandler(handler)
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield log
+        finally:
+            sys.stdout, sys.stderr = out, err
+            logging.getLogger().removeHandler(handler)
 
 
 def read_run_info(root: str | Path) -> dict:

@@ -5,7 +5,7 @@ import time
 import keras
 import numpy as np
 
-from fracture.training.callbacks import NaNGuard, TimeBudget, best_from_history
+from fracture.training.callbacks import NaNGuard, TimeBudget
 
 
 def _fit(callbacks, epochs=5, scale=1.0):
@@ -26,10 +26,3 @@ def test_nan_guard_stops_at_the_first_non_finite_loss():
     guard = NaNGuard()
     history = _fit([guard], scale=np.inf)
     assert guard.tripped_at == "epoch 1, batch 1" and len(history.epoch) == 1
-
-
-def test_best_so_far_is_read_back_from_history(tmp_path):
-    (tmp_path / "history.csv").write_text("epoch,val_loss,val_acc\n0,2.0,0.1\n1,1.5,0.3\n2,1.7,0.2\n")
-    assert best_from_history(tmp_path / "history.csv", "val_loss", "min") == 1.5
-    assert best_from_history(tmp_path / "history.csv", "val_acc", "max") == 0.3
-    assert best_from_history(tmp_path / "missing.csv", "val_loss", "min") is None

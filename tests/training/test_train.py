@@ -55,8 +55,8 @@ def test_training_on_synthetic_data_learns_and_fills_the_run_folder(tmp_path):
     cfg = small_run(tmp_path, "trainer.epochs=10")
     result = train(cfg, tmp_path / "run")
     run = tmp_path / "run"
-    assert result.status == "completed" and result.run_dir == run
-    for name in ("config.yaml", "classes.json", "best.keras", "last.keras", "history.csv", "metrics.json", "run.json"):
+    assert result.status == "finished" and result.run_dir == run
+    for name in ("config.yaml", "classes.json", "best.keras", "last.keras", "history.csv", "metrics.json", "run.json", "train.log"):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard" / "val_images").glob("events.out.tfevents.*"))
     rows = history_rows(run)
@@ -64,7 +64,7 @@ def test_training_on_synthetic_data_learns_and_fills_the_run_folder(tmp_path):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert "learning_rate" in rows[0]
     info = json.loads((run / "run.json").read_text())
-    assert info["weights_used"] is None and info["precision"] == "float32" and info["status"] == "completed"
+    assert info["weights_used"] is None and info["precision"] == "float32" and info["status"] == "finished"
     metrics = json.loads((run / "metrics.json").read_text())
     # chance = always predicting the most frequent validation class
     majority = _majority_rate(cfg)
@@ -92,13 +92,15 @@ def test_interrupted_run_resumes_at_the_epoch_it_reached(tmp_path):
         train(cfg, first, extra_callbacks=[CrashAtEpoch(2)])
     assert [int(r["epoch"]) for r in history_rows(first)] == [0, 1]
 
-    again = tmp_path / "again"  # Hydra gives the rerun a new folder; training continues in the first
+    assert json.loads((first / "run.json").read_text())["status"] == "interrupted"
+    again = tmp_path / "again"  # a fresh folder is offered; training continues in the first
     result = train(small_run(tmp_path, *overrides), again)
-    assert result.run_dir == first and result.status == "completed"
-    assert (again / "resumed_into.txt").read_text().strip() == str(first)
+    assert result.run_dir == first and result.status == "finished"
+    assert not again.exists()  # no empty folder left behind
     assert [int(r["epoch"]) for r in history_rows(first)] == [0, 1, 2, 3]
     info = json.loads((first / "run.json").read_text())
-    assert [(p["name"], p["first_epoch"], p["epochs"]) for p in info["phases"]] == [("fine_tune", 3, 2)]
+    assert [(p["name"], p["first_epoch"], p["epochs"]) for p in info["phases"]] == [("frozen", 1, 1), ("fine_tune", 3, 2)]
+    assert "Resuming" in (first / "train.log").read_text()
     assert not list((tmp_path / "logs").glob("*/.in_progress/*"))  # state removed when done
 
 
@@ -107,7 +109,7 @@ def test_frozen_phase_uses_the_feature_cache_and_records_it(tmp_path):
     result = train(cfg, tmp_path / "run")
     phases = json.loads((tmp_path / "run" / "run.json").read_text())["phases"]
     assert [(p["name"], p["feature_cache"]) for p in phases] == [("frozen", "file"), ("fine_tune", "off")]
-    assert result.status == "completed"
+    assert result.status == "finished"
     assert not list((tmp_path / "cache" / "features").glob("*/*"))  # file cache removed after the phase
 
 

@@ -196,8 +196,8 @@ def _write_predictions(path: Path, preds: Predictions, names, ious, has_box) -> 
 
 def _explanations(run, preds: Predictions, ious, has_box, critical, cfg: EvalConfig, out: Path) -> dict:
     """Grad-CAM panels: random images, every critical error (up to a cap), worst box misses."""
-    from fracture.data.pipeline import make_dataset
     from fracture.evaluation.gradcam import GradCam
+    from fracture.inference import load_samples_batch
 
     rng = np.random.default_rng(0)
     n = len(preds.samples)
@@ -214,8 +214,7 @@ def _explanations(run, preds: Predictions, ious, has_box, critical, cfg: EvalCon
         for start in range(0, len(indices), 8):
             batch_idx = indices[start : start + 8]
             samples = [preds.samples[i] for i in batch_idx]
-            images, targets, _ = next(iter(make_dataset(samples, run.classes.num_classes, run.data, False, cache=None, batch_size=len(samples))))
-            images = images.numpy()
+            images, true_boxes = load_samples_batch(samples, run.classes.num_classes, run.data)
             heatmaps, _ = cam(images, preds.y_pred[batch_idx])
             attention = cam.attention(images)
             for k, i in enumerate(batch_idx):
@@ -223,7 +222,7 @@ def _explanations(run, preds: Predictions, ious, has_box, critical, cfg: EvalCon
                 title = (f"{Path(s.image_path).name}\ntrue {names[s.class_id]} | predicted {names[preds.y_pred[i]]} "
                          f"({preds.probs[i].max():.2f})" + (f" | IoU {ious[i]:.2f}" if has_box[i] else ""))
                 path = figures.explanation_panel(
-                    images[k], targets["box"].numpy()[k] if s.has_box else None, preds.boxes[i], heatmaps[k],
+                    images[k], true_boxes[k] if s.has_box else None, preds.boxes[i], heatmaps[k],
                     None if attention is None else attention[k], title, out / f"{group}_{len(written[group]):02d}.png",
                 )
                 written[group].append(str(path.relative_to(out.parent)))

@@ -1,23 +1,28 @@
 """Callbacks (`conf/callbacks/`): checkpoints, resume, logging, early stopping, NaN guard.
 
+`build_callbacks` assembles one phase's list. Checkpoints, history and early stopping are
+one callback, `fracture.training.resume.EpochCheckpoint`, so that they commit together.
 The best/last checkpoints and the TensorBoard image panel always use the *end-to-end*
 model, also in the phase that trains the heads alone on cached features.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import keras
 import numpy as np
 
 from fracture.training.optim import current_learning_rate
+from fracture.training.resume import EpochCheckpoint, Monitor, Publisher
+
+if TYPE_CHECKING:
+    from fracture.training.trainer import Phase, Session
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +34,7 @@ class CallbacksConfig:
     monitor: str = "val_loss"
     mode: str = "min"
     early_stopping: dict = field(default_factory=lambda: {"enabled": True, "patience": 8, "min_delta": 0.0})
-    backup_and_restore: bool = True
     tensorboard: dict = field(default_factory=lambda: {"enabled": True, "images": 4})
-    csv_logger: bool = True
     terminate_on_nan: bool = True
     progress: str | int = "auto"
 
@@ -42,38 +45,6 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.model.optimizer is not None:
             logs["learning_rate"] = current_learning_rate(self.model.optimizer)
-
-
-class ModelSaver(keras.callbacks.Callback):
-    """Saves `model` (the end-to-end model, whatever `fit` trains) at epoch ends.
-
-    Args:
-        model: the model to save.
-        path: the `.keras` file.
-        monitor: save only when this log value improves; None saves every epoch ("last").
-        mode: "min" or "max" for `monitor`.
-        best: the best value so far (read from history.csv when a run resumes).
-    """
-
-    def __init__(self, model: keras.Model, path: Path, monitor: str | None = None, mode: str = "min", best: float | None = None):
-        super().__init__()
-        self.target = model
-        self.path = Path(path)
-        self.monitor = monitor
-        self.sign = 1.0 if mode == "min" else -1.0
-        self.best = best
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.monitor is None:
-            self.target.save(self.path)
-            return
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(value):
-            return
-        if self.best is None or self.sign * value < self.sign * self.best:
-            print(f"\nEpoch {epoch + 1}: {self.monitor} improved to {value:.4f}; saving {self.path.name}")
-            self.best = float(value)
-            self.target.save(self.path)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -165,12 +136,47 @@ class BoxImageLogger(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def best_from_history(history_csv: Path, monitor: str, mode: str) -> float | None:
-    """The best `monitor` value recorded so far in a (resumed) run's history.csv."""
-    if not history_csv.is_file():
-        return None
-    with history_csv.open() as f:
-        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor) not in (None, "", "nan")]
-    if not values:
-        return None
-    return min(values) if mode == "min" else max(values)
+def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model) -> tuple[list, NaNGuard]:
+    """One phase's callbacks, in the order they must run at an epoch's end: the learning
+    rate is logged before the checkpoint commits the epoch's row."""
+    cfg: CallbacksConfig = session.settings.callbacks
+    opt_cfg = session.settings.optimizer
+    layout, fm = session.layout, session.fm
+    nan_guard = NaNGuard()
+    callbacks: list = [LearningRateLogger()]
+    if cfg.terminate_on_nan:
+        callbacks.append(nan_guard)
+    if opt_cfg.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                cfg.monitor, factor=opt_cfg.plateau_factor, patience=opt_cfg.plateau_patience,
+                mode=cfg.mode, min_lr=opt_cfg.min_learning_rate,
+            )
+        )
+    es = cfg.early_stopping
+    monitor = Monitor(
+        cfg.monitor, cfg.mode, int(es.get("patience", 8)) if es.get("enabled", True) else None, float(es.get("min_delta", 0.0))
+    )
+    callbacks.append(
+        EpochCheckpoint(session.claim.state_dir, session.state, (phase.name, phase.start), monitor, Publisher(layout, fm.model))
+    )
+    tb = cfg.tensorboard
+    if tb.get("enabled", True):
+        callbacks.append(keras.callbacks.TensorBoard(str(layout.tensorboard), write_graph=False, update_freq="epoch"))
+        n = int(tb.get("images", 4))
+        if n:
+            images, boxes, ids = _panel(session.val_samples, n, session.classes.num_classes, session.data)
+            callbacks.append(BoxImageLogger(fm.model, images, boxes, ids, session.classes.class_names, layout.tensorboard))
+    if session.deadline is not None:
+        callbacks.append(TimeBudget(session.deadline))
+    return callbacks, nan_guard
+
+
+def _panel(val_samples, n, num_classes, data_cfg):
+    """The first `n` validation images with a box (then negatives), for the TensorBoard panel."""
+    from fracture.inference import load_samples_batch
+
+    chosen = [s for s in val_samples if s.has_box][:n]
+    chosen += [s for s in val_samples if not s.has_box][: n - len(chosen)]
+    images, boxes = load_samples_batch(chosen, num_classes, data_cfg)
+    return images, boxes, [s.class_id for s in chosen]

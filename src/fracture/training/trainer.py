@@ -1,27 +1,21 @@
 """The training task: data -> two-head model -> (frozen phase, fine-tune phase) -> run folder.
 
-Run folder (Hydra's run dir) after `train`:
-    config.yaml        the resolved config
-    classes.json       class names and the label mapping (fracture.data.classes)
-    best.keras         the model with the best `callbacks.monitor`
-    last.keras         the model after the last epoch
-    history.csv        one row per epoch (both phases), learning rate included
-    tensorboard/       scalars and validation images with true/predicted boxes
-    metrics.json       validation metrics of best.keras
-    run.json           weights actually used, precision, strategy, phases, timings, status
+The run folder's files are those of `fracture.runs.RunLayout`. A run is exclusive and
+resumable (`fracture.training.resume`): rerunning the same command continues an
+interrupted run in its original folder, and a second copy of a running command stops at
+once. Ctrl-C and SIGTERM end a run as `interrupted` (exit 130 / 143 from train.py); an
+error ends it as `failed`, with the error in run.json. Everything printed goes to
+train.log too.
 
-Resume: while a run is in progress its state lives in
-`<paths.log_dir>/<task_name>/.in_progress/<config fingerprint>/` (BackupAndRestore per
-phase, plus a marker when a phase completes). Starting the same command again finds it and
-continues in the original run folder at the epoch it reached.
+Every config section is typed once (`TrainSettings`), before any folder is created, so a
+misspelt key costs nothing; the loop itself reads no raw config.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,24 +23,31 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fracture.config import to_container, typed
+from fracture.config import typed
+from fracture.data.classes import ClassMapping
+from fracture.data.config import DataConfig
 from fracture.models.classifier import FractureModel, ModelConfig, build_model, set_backbone_trainable
 from fracture.models.losses import ClassWeightConfig, LossConfig, build_losses, class_counts, compute_class_weights
 from fracture.models.metrics import build_metrics
+from fracture.runs import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    RunLayout,
+    console_log,
+    load_model_file,
+    new_run_dir,
+    update_run_info,
+    write_json,
+    write_text,
+)
 from fracture.training import callbacks as cb
 from fracture.training.distribute import make_strategy
-from fracture.training.feature_cache import (
-    CachedFeatures,
-    choose_cache_mode,
-    compute_features,
-    feature_bytes,
-    feature_dataset,
-)
+from fracture.training.feature_cache import choose_cache_mode, compute_features, feature_bytes, feature_dataset
 from fracture.training.optim import OptimizerConfig, build_optimizer
 from fracture.training.precision import apply_precision
-from fracture.runs import load_model_file, write_json
-
-log = logging.getLogger(__name__)
+from fracture.training.resume import RunClaim, RunState, claim_run, config_fingerprint
 
 MODEL_SECTIONS = ("loss", "class_weights", "optimizer", "class_metric")
 
@@ -72,6 +73,40 @@ class TrainerConfig:
 
 
 @dataclass
+class TrainSettings:
+    """Every config section training reads, typed (unknown keys are errors naming them)."""
+
+    trainer: TrainerConfig
+    model: ModelConfig
+    loss: LossConfig
+    class_weights: ClassWeightConfig
+    optimizer: OptimizerConfig
+    callbacks: cb.CallbacksConfig
+    class_metric: str
+    seed: int
+    log_dir: Path
+    cache_dir: Path
+    task_name: str
+
+    @classmethod
+    def from_config(cls, cfg) -> "TrainSettings":
+        model = cfg.model
+        return cls(
+            trainer=typed(TrainerConfig, cfg.trainer, "trainer"),
+            model=typed(ModelConfig, model, "model", ignore=MODEL_SECTIONS),
+            loss=typed(LossConfig, model.get("loss"), "model.loss"),
+            class_weights=typed(ClassWeightConfig, model.get("class_weights"), "model.class_weights"),
+            optimizer=typed(OptimizerConfig, model.get("optimizer"), "model.optimizer"),
+            callbacks=typed(cb.CallbacksConfig, cfg.callbacks, "callbacks"),
+            class_metric=str(model.get("class_metric", "f1")),
+            seed=int(cfg.seed),
+            log_dir=Path(cfg.paths.log_dir),
+            cache_dir=Path(cfg.paths.cache_dir),
+            task_name=str(cfg.task_name),
+        )
+
+
+@dataclass
 class Phase:
     """One `fit` call: epochs [start, end) with the backbone frozen or (partly) trainable."""
 
@@ -82,6 +117,10 @@ class Phase:
     learning_rate: float
     augment: bool
 
+    @property
+    def frozen(self) -> bool:
+        return self.trainable_layers == 0
+
 
 @dataclass
 class TrainResult:
@@ -89,6 +128,19 @@ class TrainResult:
     status: str
     metrics: dict = field(default_factory=dict)
     epochs_run: int = 0
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the run stops as `interrupted` (a KeyboardInterrupt, so no generic
+    `except Exception` swallows it)."""
+
+    def __init__(self, signum: int = signal.SIGINT, epoch: int | None = None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.epoch = signum, epoch
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def plan_phases(trainer: TrainerConfig, optimizer: OptimizerConfig, augment: bool) -> list[Phase]:
@@ -103,265 +155,297 @@ def plan_phases(trainer: TrainerConfig, optimizer: OptimizerConfig, augment: boo
     return phases
 
 
-def config_fingerprint(cfg) -> str:
-    """Stable hash of the resolved config: the same command maps to the same in-progress run."""
-    text = json.dumps(to_container(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+@dataclass
+class Session:
+    """What every phase of one run shares, built once by `train`."""
+
+    settings: TrainSettings
+    data: DataConfig
+    fm: FractureModel
+    classes: ClassMapping
+    train_samples: list
+    val_samples: list
+    class_weights: np.ndarray
+    losses: dict
+    loss_weights: dict
+    strategy: object
+    layout: RunLayout
+    claim: RunClaim
+    state: RunState
+    extra_callbacks: list
+    deadline: float | None
 
 
-def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> TrainResult:
+def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None = None) -> TrainResult:
     """Train from a composed Hydra config (conf/config.yaml); see the module docstring.
 
     Args:
         cfg: the composed config.
-        run_dir: where the run's files go (Hydra's run dir), unless an interrupted run of
-            the same config is resumed: then its folder is used.
+        run_dir: the folder for a new run (default `<paths.log_dir>/<task_name>/<time>`);
+            an interrupted run of the same config is resumed in its own folder instead.
         extra_callbacks: more Keras callbacks for every phase (tests use one to crash a run).
+
+    Raises:
+        RunLockedError: the same config is being trained by another live process.
+        RunInterrupted: Ctrl-C or SIGTERM; run.json says `interrupted`.
     """
     from omegaconf import OmegaConf
 
     from fracture.data.config import data_config_from_hydra
+
+    settings = TrainSettings.from_config(cfg)
+    state_dir = settings.log_dir / settings.task_name / ".in_progress" / config_fingerprint(cfg)
+    fresh = Path(run_dir) if run_dir else new_run_dir(settings.log_dir, settings.task_name)
+    claim = claim_run(state_dir, fresh, settings.trainer.resume)
+    layout = RunLayout(claim.run_dir)
+    state = RunState.load(state_dir) if claim.resumed else RunState()
+    with console_log(layout.train_log) as log, _signals_raise_interrupt():
+        print(f"run folder: {layout.root}")
+        print(f"TensorBoard: tensorboard --logdir {layout.tensorboard}")
+        if claim.note:
+            print(f"note: {claim.note}")
+        if claim.resumed:
+            print(f"Resuming the interrupted run {layout.root} after epoch {state.epoch} (state {state_dir}).")
+        write_text(layout.config, OmegaConf.to_yaml(cfg, resolve=True))
+        update_run_info(layout.root, status=RUNNING, started=time.strftime("%Y-%m-%dT%H:%M:%S"), error=None,
+                        resumed=claim.resumed)
+        try:
+            session = _session(cfg, settings, data_config_from_hydra(cfg.data), layout, claim, state, extra_callbacks)
+            result = _run(session)
+        except KeyboardInterrupt as exc:  # RunInterrupted (a signal) or a plain Ctrl-C
+            interrupted = exc if isinstance(exc, RunInterrupted) else RunInterrupted()
+            interrupted.epoch = state.epoch + 1
+            update_run_info(layout.root, status=INTERRUPTED, interrupted_at_epoch=interrupted.epoch, signal=str(interrupted))
+            print(f"interrupted at epoch {interrupted.epoch}; rerun the same command to resume")
+            claim.lock.release()
+            if interrupted is exc:
+                raise
+            raise interrupted from exc
+        except BaseException as exc:
+            update_run_info(layout.root, status=FAILED, error=f"{type(exc).__name__}: {exc}")
+            log.write(f"error: {type(exc).__name__}: {exc}\n")  # the console gets it from the caller
+            claim.lock.release()
+            raise
+    return result
+
+
+def _session(cfg, settings: TrainSettings, data_cfg: DataConfig, layout: RunLayout, claim, state, extra_callbacks) -> Session:
+    """Seeds, precision, strategy, the indexed data, the model and losses: everything phases share."""
     from fracture.data.index import build_index
 
-    trainer = typed(TrainerConfig, cfg.trainer, "trainer")
-    model_cfg = typed(ModelConfig, cfg.model, "model", ignore=MODEL_SECTIONS)
-    loss_cfg = typed(LossConfig, cfg.model.get("loss"), "model.loss")
-    weight_cfg = typed(ClassWeightConfig, cfg.model.get("class_weights"), "model.class_weights")
-    opt_cfg = typed(OptimizerConfig, cfg.model.get("optimizer"), "model.optimizer")
-    cb_cfg = typed(cb.CallbacksConfig, cfg.callbacks, "callbacks")
-
-    run_dir = Path(run_dir)
-    state_dir = Path(cfg.paths.log_dir) / cfg.task_name / ".in_progress" / config_fingerprint(cfg)
-    resumed_from = None
-    if trainer.resume and (state_dir / "run_dir.txt").is_file():
-        original = Path((state_dir / "run_dir.txt").read_text().strip())
-        if original.is_dir() and original != run_dir:
-            print(f"Resuming the interrupted run {original} (state {state_dir}).")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "resumed_into.txt").write_text(f"{original}\n")
-            run_dir, resumed_from = original, original
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "run_dir.txt").write_text(f"{run_dir}\n")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    keras.utils.set_random_seed(int(cfg.seed))
-    if trainer.deterministic:
+    keras.utils.set_random_seed(settings.seed)
+    if settings.trainer.deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    policy = apply_precision(trainer.precision)
-    strategy = make_strategy(trainer.strategy)
-
-    data_cfg = data_config_from_hydra(cfg.data)
-    index = build_index(data_cfg, splits=[data_cfg.train_split, data_cfg.val_split], cache_dir=cfg.paths.cache_dir)
+    policy = apply_precision(settings.trainer.precision)
+    strategy = make_strategy(settings.trainer.strategy)
+    index = build_index(data_cfg, splits=[data_cfg.train_split, data_cfg.val_split], cache_dir=settings.cache_dir)
     classes = index.classes
-    classes.save(run_dir / "classes.json")
+    classes.save(layout.classes)
     train_samples = index.split(data_cfg.train_split).samples
     val_samples = index.split(data_cfg.val_split).samples
     counts = class_counts([s.class_id for s in train_samples], classes.num_classes)
-    class_weights = compute_class_weights(counts, classes.class_names, weight_cfg)
+    class_weights = compute_class_weights(counts, classes.class_names, settings.class_weights)
     print(f"classes: {dict(zip(classes.class_names, counts.tolist()))}")
     print(f"class weights: {dict(zip(classes.class_names, (round(float(w), 3) for w in class_weights)))}")
-
     with strategy.scope():
-        fm = build_model(model_cfg, classes.num_classes, data_cfg.image_size)
-    losses, loss_weights = build_losses(loss_cfg)
-    info = {
-        "backbone": model_cfg.backbone,
-        "weights_requested": model_cfg.weights,
-        "weights_used": fm.weights,
-        "precision": policy,
-        "strategy": type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "global_batch_size": data_cfg.batch_size,
-        "num_classes": classes.num_classes,
-        "class_names": classes.class_names,
-        "train_images": len(train_samples),
-        "val_images": len(val_samples),
-        "class_weights": class_weights.tolist(),
-        "resumed_from": str(resumed_from) if resumed_from else None,
-        "phases": [],
-    }
-    write_json(run_dir / "run.json", {**info, "status": "running"})
+        fm = build_model(settings.model, classes.num_classes, data_cfg.image_size)
+    losses, loss_weights = build_losses(settings.loss)
+    update_run_info(
+        layout.root,
+        backbone=settings.model.backbone,
+        weights_requested=settings.model.weights,
+        weights_used=fm.weights,
+        precision=policy,
+        strategy=type(strategy).__name__,
+        replicas=strategy.num_replicas_in_sync,
+        global_batch_size=data_cfg.batch_size,
+        num_classes=classes.num_classes,
+        class_names=classes.class_names,
+        train_images=len(train_samples),
+        val_images=len(val_samples),
+        class_weights=class_weights.tolist(),
+    )
+    max_minutes = settings.trainer.max_minutes
+    return Session(
+        settings, data_cfg, fm, classes, train_samples, val_samples, class_weights, losses, loss_weights, strategy,
+        layout, claim, state, list(extra_callbacks or []), time.monotonic() + 60 * max_minutes if max_minutes else None,
+    )
 
-    phases = plan_phases(trainer, opt_cfg, data_cfg.augment.enabled)
-    start_time = time.time()
-    deadline = time.monotonic() + 60 * trainer.max_minutes if trainer.max_minutes else None
-    status, epochs_run = "completed", 0
-    for phase in phases:
-        marker = state_dir / f"{phase.name}.done.weights.h5"
-        if deadline is not None and time.monotonic() > deadline:
-            print(f"Time budget spent; skipping phase {phase.name}.")
-            info["stopped_by_time_budget"] = True
-            break
-        if marker.is_file():
+
+def _run(session: Session) -> TrainResult:
+    """Every phase, then best.keras's validation metrics; the run ends `finished` or `failed`."""
+    settings, layout, state = session.settings, session.layout, session.state
+    start_time, status, error, epochs_before = time.time(), FINISHED, None, state.epoch
+    phase_reports = list(_read_phase_reports(layout))
+    for phase in plan_phases(settings.trainer, settings.optimizer, session.data.augment.enabled):
+        if phase.name in state.phases_done:
             print(f"Phase {phase.name} already completed in the interrupted run; loading its weights.")
-            fm.model.load_weights(marker)
+            session.fm.model.load_weights(session.claim.state_dir / state.phases_done[phase.name])
             continue
-        outcome = _run_phase(
-            phase, fm, trainer, data_cfg, cb_cfg, opt_cfg, losses, loss_weights, class_weights,
-            classes, train_samples, val_samples, strategy, run_dir, state_dir, cfg,
-            (extra_callbacks or []) + ([cb.TimeBudget(deadline)] if deadline is not None else []),
-        )
-        info["phases"].append(outcome)
-        epochs_run += outcome["epochs"]
-        if outcome["nan"]:
-            status = "stopped_nan"
+        if session.deadline is not None and time.monotonic() > session.deadline:
+            print(f"Time budget spent; skipping phase {phase.name}.")
+            update_run_info(layout.root, stopped_by_time_budget=True)
             break
-        fm.model.save_weights(marker)
-    info["train_seconds"] = round(time.time() - start_time, 1)
-
-    fm.model.save(run_dir / "last.keras")
+        report, nan_at = _run_phase(phase, session)
+        phase_reports.append(report)
+        update_run_info(layout.root, phases=phase_reports)
+        if nan_at:
+            status, error = FAILED, f"loss became non-finite at {nan_at}"
+            break
+        _mark_phase_done(phase, session)
     metrics = {}
-    if status == "completed":
-        metrics = evaluate_best(run_dir, fm.model, data_cfg, classes, val_samples, losses, loss_weights, trainer)
-        write_json(run_dir / "metrics.json", metrics)
-        import shutil
-
-        shutil.rmtree(state_dir, ignore_errors=True)
-    write_json(run_dir / "run.json", {**info, "status": status})
-    return TrainResult(run_dir, status, metrics, epochs_run)
-
-
-def _run_phase(
-    phase, fm: FractureModel, trainer, data_cfg, cb_cfg, opt_cfg, losses, loss_weights, class_weights,
-    classes, train_samples, val_samples, strategy, run_dir, state_dir, cfg, extra_callbacks,
-) -> dict:
-    from fracture.data.pipeline import make_dataset
-
-    started = time.time()
-    set_backbone_trainable(fm.backbone, phase.trainable_layers, _freeze_batchnorm(trainer, fm))
-    batch = data_cfg.batch_size
-    val_ds = make_dataset(val_samples, classes.num_classes, data_cfg, False, class_weights)
-    mode = "off"
-    if phase.trainable_layers == 0 and not phase.augment:
-        needed = feature_bytes(fm.backbone, len(train_samples) + len(val_samples))
-        mode = choose_cache_mode(trainer.feature_cache, needed, trainer.feature_cache_max_memory_gb)
-    cached: list[CachedFeatures] = []
-    if mode != "off":
-        print(f"Phase {phase.name}: computing frozen-backbone features once ({mode} cache).")
-        # unshuffled and unaugmented: the features are shuffled per epoch by feature_dataset
-        plain_train = make_dataset(train_samples, classes.num_classes, data_cfg, False, class_weights)
-        file_root = Path(cfg.paths.cache_dir) / "features" / state_dir.name if mode == "file" else None
-        cached = [
-            compute_features(fm.backbone, _limit(plain_train, trainer.max_train_batches), file_root and file_root / "train"),
-            compute_features(fm.backbone, _limit(val_ds, trainer.max_val_batches), file_root and file_root / "valid"),
-        ]
-        fit_model = fm.heads
-        train_ds = feature_dataset(cached[0], batch, shuffle=True, seed=data_cfg.seed)
-        val_ds = feature_dataset(cached[1], batch, shuffle=False, seed=data_cfg.seed)
-        print(f"features ready in {time.time() - started:.1f} s")
+    if status == FINISHED:
+        metrics = evaluate_best(session)
+        write_json(layout.metrics, metrics)
+    update_run_info(layout.root, status=status, error=error, train_seconds=round(time.time() - start_time, 1))
+    if status == FINISHED:
+        session.claim.finish()
     else:
-        fit_model = fm.model
-        train_ds = make_dataset(train_samples, classes.num_classes, data_cfg, True, class_weights, augment=phase.augment)
-        train_ds = _limit(train_ds, trainer.max_train_batches)
-        val_ds = _limit(val_ds, trainer.max_val_batches)
+        session.claim.lock.release()
+    return TrainResult(layout.root, status, metrics, state.epoch - epochs_before)
 
-    steps = trainer.max_train_batches or -(-len(train_samples) // batch)
-    metrics, weighted_metrics = build_metrics(classes.num_classes, cfg.model.get("class_metric", "f1"))
-    with strategy.scope():
-        optimizer = build_optimizer(opt_cfg, phase.learning_rate, steps, phase.end - phase.start, batch)
+
+def _read_phase_reports(layout: RunLayout) -> list[dict]:
+    from fracture.runs import read_run_info
+
+    return read_run_info(layout.root).get("phases", [])
+
+
+def _mark_phase_done(phase: Phase, session: Session) -> None:
+    """Save the end-to-end weights and commit the phase as done (a resumed run skips it)."""
+    name = f"phase_{phase.name}.weights.h5"
+    session.fm.model.save_weights(session.claim.state_dir / name)
+    session.state.phases_done[phase.name] = name
+    session.state.commit(session.claim.state_dir)
+
+
+def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
+    """One `fit` call; returns its report for run.json and where the loss became NaN, if it did."""
+    started = time.time()
+    settings, data_cfg, fm = session.settings, session.data, session.fm
+    set_backbone_trainable(fm.backbone, phase.trainable_layers, _freeze_batchnorm(settings.trainer, fm))
+    fit_model, train_ds, val_ds, mode, release = _phase_data(phase, session)
+    steps = settings.trainer.max_train_batches or -(-len(session.train_samples) // data_cfg.batch_size)
+    metrics, weighted_metrics = build_metrics(session.classes.num_classes, settings.class_metric)
+    with session.strategy.scope():
+        optimizer = build_optimizer(settings.optimizer, phase.learning_rate, steps, phase.end - phase.start, data_cfg.batch_size)
         fit_model.compile(
-            optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics=metrics, weighted_metrics=weighted_metrics
+            optimizer=optimizer, loss=session.losses, loss_weights=session.loss_weights,
+            metrics=metrics, weighted_metrics=weighted_metrics,
         )
-    callbacks, nan_guard = _callbacks(phase, fm, fit_model, cb_cfg, opt_cfg, data_cfg, classes, val_samples, run_dir, state_dir)
+    callbacks, nan_guard = cb.build_callbacks(phase, session, fit_model)
     print(
         f"Phase {phase.name}: epochs {phase.start + 1}-{phase.end}, backbone trainable={phase.trainable_layers}, "
         f"lr={phase.learning_rate:g}, augment={phase.augment}, trainable params={_count(fit_model.trainable_weights):,}"
     )
-    history = fit_model.fit(
+    epochs_before = session.state.epoch
+    fit_model.fit(
         train_ds,
         validation_data=val_ds,
         initial_epoch=phase.start,
         epochs=phase.end,
-        callbacks=callbacks + list(extra_callbacks),
+        callbacks=callbacks + session.extra_callbacks,
         shuffle=False,  # the pipeline shuffles (seeded); Keras cannot shuffle a tf.data.Dataset
-        verbose=_verbosity(cb_cfg.progress),
+        verbose=_verbosity(settings.callbacks.progress),
     )
-    for c in cached:
-        c.release()
-    return {
+    release()
+    report = {
         "name": phase.name,
-        "epochs": len(history.epoch),
-        "first_epoch": (history.epoch[0] + 1) if history.epoch else None,
+        "epochs": session.state.epoch - epochs_before,
+        "first_epoch": epochs_before + 1 if session.state.epoch > epochs_before else None,
         "feature_cache": mode,
         "trainable_layers": phase.trainable_layers,
         "learning_rate": phase.learning_rate,
         "seconds": round(time.time() - started, 1),
         "nan": nan_guard.tripped_at is not None,
     }
+    return report, nan_guard.tripped_at
 
 
-def _callbacks(phase, fm, fit_model, cb_cfg, opt_cfg, data_cfg, classes, val_samples, run_dir, state_dir):
-    history_csv = run_dir / "history.csv"
-    nan_guard = cb.NaNGuard()
-    callbacks: list = [cb.LearningRateLogger()]
-    if cb_cfg.backup_and_restore:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(state_dir / f"backup_{phase.name}")))
-    if cb_cfg.terminate_on_nan:
-        callbacks.append(nan_guard)
-    if opt_cfg.schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                cb_cfg.monitor, factor=opt_cfg.plateau_factor, patience=opt_cfg.plateau_patience,
-                mode=cb_cfg.mode, min_lr=opt_cfg.min_learning_rate,
-            )
-        )
-    best = cb.best_from_history(history_csv, cb_cfg.monitor, cb_cfg.mode)
-    callbacks.append(cb.ModelSaver(fm.model, run_dir / "best.keras", cb_cfg.monitor, cb_cfg.mode, best))
-    callbacks.append(cb.ModelSaver(fm.model, run_dir / "last.keras"))
-    es = cb_cfg.early_stopping
-    if es.get("enabled", True):
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                cb_cfg.monitor, mode=cb_cfg.mode, patience=es.get("patience", 8),
-                min_delta=es.get("min_delta", 0.0), restore_best_weights=True,
-            )
-        )
-    tb = cb_cfg.tensorboard
-    if tb.get("enabled", True):
-        tb_dir = run_dir / "tensorboard"
-        callbacks.append(keras.callbacks.TensorBoard(str(tb_dir), write_graph=False, update_freq="epoch"))
-        n = int(tb.get("images", 4))
-        if n:
-            images, boxes, ids = _panel(val_samples, n, classes.num_classes, data_cfg)
-            callbacks.append(cb.BoxImageLogger(fm.model, images, boxes, ids, classes.class_names, tb_dir))
-    if cb_cfg.csv_logger:
-        callbacks.append(keras.callbacks.CSVLogger(str(history_csv), append=True))
-    return callbacks, nan_guard
+def _phase_data(phase: Phase, session: Session):
+    """`(fit_model, train_ds, val_ds, cache mode, release)` for a phase.
 
-
-def _panel(val_samples, n, num_classes, data_cfg):
-    """The first `n` validation images with a box (then negatives), for the TensorBoard panel."""
+    A frozen, unaugmented phase trains the heads on backbone features computed once
+    (`trainer.feature_cache`); any other phase trains the end-to-end model on images.
+    """
     from fracture.data.pipeline import make_dataset
 
-    chosen = [s for s in val_samples if s.has_box][:n]
-    chosen += [s for s in val_samples if not s.has_box][: n - len(chosen)]
-    images, targets, _ = next(iter(make_dataset(chosen, num_classes, data_cfg, False, cache=None, batch_size=n)))
-    return images.numpy(), targets["box"].numpy(), [s.class_id for s in chosen]
+    settings, data_cfg, fm, trainer = session.settings, session.data, session.fm, session.settings.trainer
+    num_classes, weights = session.classes.num_classes, session.class_weights
+    val_ds = make_dataset(session.val_samples, num_classes, data_cfg, False, weights)
+    mode = "off"
+    if phase.frozen and not phase.augment:
+        needed = feature_bytes(fm.backbone, len(session.train_samples) + len(session.val_samples))
+        mode = choose_cache_mode(trainer.feature_cache, needed, trainer.feature_cache_max_memory_gb)
+    if mode == "off":
+        train_ds = make_dataset(session.train_samples, num_classes, data_cfg, True, weights, augment=phase.augment)
+        return fm.model, _limit(train_ds, trainer.max_train_batches), _limit(val_ds, trainer.max_val_batches), mode, lambda: None
+    started = time.time()
+    print(f"Phase {phase.name}: computing frozen-backbone features once ({mode} cache).")
+    # unshuffled and unaugmented: the features are shuffled per epoch by feature_dataset
+    plain_train = make_dataset(session.train_samples, num_classes, data_cfg, False, weights)
+    file_root = settings.cache_dir / "features" / session.claim.state_dir.name if mode == "file" else None
+    cached = [
+        compute_features(fm.backbone, _limit(plain_train, trainer.max_train_batches), file_root and file_root / "train"),
+        compute_features(fm.backbone, _limit(val_ds, trainer.max_val_batches), file_root and file_root / "valid"),
+    ]
+    print(f"features ready in {time.time() - started:.1f} s")
+    batch, seed = data_cfg.batch_size, data_cfg.seed
+    return (
+        fm.heads,
+        feature_dataset(cached[0], batch, shuffle=True, seed=seed),
+        feature_dataset(cached[1], batch, shuffle=False, seed=seed),
+        mode,
+        lambda: [c.release() for c in cached],
+    )
 
 
-def evaluate_best(run_dir, model, data_cfg, classes, val_samples, losses, loss_weights, trainer) -> dict:
+def evaluate_best(session: Session) -> dict:
     """Validation metrics of best.keras (falls back to the final model if none was saved)."""
     from fracture.data.pipeline import make_dataset
 
-    best_path = run_dir / "best.keras"
-    best = load_model_file(best_path) if best_path.is_file() else model
-    metrics, weighted = build_metrics(classes.num_classes, "both")
-    best.compile(loss=losses, loss_weights=loss_weights, metrics=metrics, weighted_metrics=weighted)
-    val_ds = _limit(make_dataset(val_samples, classes.num_classes, data_cfg, False), trainer.max_val_batches)
+    layout, trainer, data_cfg = session.layout, session.settings.trainer, session.data
+    has_best = layout.best_model.is_file()
+    best = load_model_file(layout.best_model) if has_best else session.fm.model
+    metrics, weighted = build_metrics(session.classes.num_classes, "both")
+    best.compile(loss=session.losses, loss_weights=session.loss_weights, metrics=metrics, weighted_metrics=weighted)
+    val_ds = _limit(make_dataset(session.val_samples, session.classes.num_classes, data_cfg, False), trainer.max_val_batches)
     results = best.evaluate(val_ds, verbose=0, return_dict=True)
+    n_val = len(session.val_samples)
     return {
         "split": data_cfg.val_split,
-        "model": best_path.name if best_path.is_file() else "final",
-        "images": len(val_samples) if not trainer.max_val_batches else min(len(val_samples), trainer.max_val_batches * data_cfg.batch_size),
+        "model": layout.best_model.name if has_best else "final",
+        "images": n_val if not trainer.max_val_batches else min(n_val, trainer.max_val_batches * data_cfg.batch_size),
         **{k: float(v) for k, v in results.items()},
         "note": (
             "Training-time metrics of best.keras; losses here are without class weights (history.csv "
             "weights them). scripts/evaluate.py gives per-class figures with confidence intervals."
         ),
     }
+
+
+class _signals_raise_interrupt:
+    """While training, SIGINT and SIGTERM raise `RunInterrupted` (main thread only)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise RunInterrupted(signum)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def _freeze_batchnorm(trainer: TrainerConfig, fm: FractureModel) -> bool:
