@@ -13,7 +13,7 @@ from fracture.models.losses import (
     compute_class_weights,
 )
 from fracture.models.metrics import BoxMeanIoU
-from fracture.training.optim import WarmupCosine
+from fracture.models.schedules import WarmupCosine
 
 A = np.array([[0.0, 0.0, 0.5, 0.5]], np.float32)
 B = np.array([[0.25, 0.25, 0.75, 0.75]], np.float32)

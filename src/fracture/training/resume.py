@@ -136,7 +136,8 @@ def claim_run(state_dir: Path, fresh_dir: Path, resume: bool) -> RunClaim:
             "wait for it, or stop it and rerun this command to resume"
         ) from None
     original = _read_pointer(pointer)
-    if resume and original is not None and original.is_dir() and (state_dir / STATE_FILE).is_file():
+    if resume and original is not None and original.is_dir():
+        # also before any committed epoch: the run goes on in its folder, never in a second one
         return RunClaim(original, state_dir, lock, True, note)
     for stale in [*state_dir.glob("*.weights.h5"), state_dir / STATE_FILE]:
         stale.unlink(missing_ok=True)
