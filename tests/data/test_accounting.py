@@ -9,6 +9,7 @@ from conftest import write_yolo_dataset
 from fracture.data.accounting import check_shrink, data_accounting, format_accounting, reason_text
 from fracture.data.config import DataConfig
 from fracture.data.index import build_index
+from fracture.data.inspect import write_inspection
 from fracture.data.layout import DatasetError
 from fracture.data.synthetic import SyntheticSpec, generate
 
@@ -129,3 +130,10 @@ def test_renames_merges_and_objects_that_are_not_the_target(tmp_path, rule, not_
     assert "classes renamed: a -> x" in table and "classes merged into b: b, c" in table
     assert f"{not_target} object not the image's one target (data.multi_object_rule={rule})" in table
 
+
+
+def test_the_inspector_reports_the_same_accounting(damaged, tmp_path):
+    index = build_index(DataConfig(root=str(damaged), annotations="yolo"))
+    summary = write_inspection(index, tmp_path / "inspect")
+    assert summary["accounting"] == json.loads(json.dumps(data_accounting(index)))
+    assert format_accounting(summary["accounting"]) in (tmp_path / "inspect" / "report.md").read_text()
