@@ -70,7 +70,8 @@ UNSUPPORTED_REASONS = {
     UNSUPPORTED_DICOM: (
         "DICOM is not supported: convert to PNG, or install pydicom support (not implemented)"
     ),
-}# Every skip status in words, for reports.
+}
+# Every skip status in words, for reports.
 SKIP_REASONS = {
     NOT_AN_IMAGE: "not an image (no image library can open it)",
     UNSUPPORTED_FORMAT: "an image format the pipeline cannot decode (not JPEG/PNG/BMP/GIF/WebP)",
