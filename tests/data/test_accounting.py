@@ -71,7 +71,8 @@ def test_every_bucket_of_a_damaged_dataset_is_counted(damaged):
         assert f"{n} {reason_text(key)}" in table.splitlines()[_row(table, "train")]
     assert f"25 {reason_text('no_label_file')}" in table.splitlines()[_row(table, "valid")]
     assert "fingers fracture (4 train instances)" in table
-    assert "1 label line non numeric" in table and "8 label file without image" in table
+    assert "label lines non numeric 1; label files without image 8" in table
+    assert "objects of dropped classes clavicle fracture 3, fingers fracture 4" in table
     assert "DICOM" in table and len(table.splitlines()) <= 12
 
 
@@ -128,7 +129,7 @@ def test_renames_merges_and_objects_that_are_not_the_target(tmp_path, rule, not_
     assert acc["splits"]["train"]["objects_not_target"] == not_target
     table = format_accounting(acc)
     assert "classes renamed: a -> x" in table and "classes merged into b: b, c" in table
-    assert f"{not_target} object not the image's one target (data.multi_object_rule={rule})" in table
+    assert f"objects not the image's one target (data.multi_object_rule={rule}) {not_target}" in table
 
 
 

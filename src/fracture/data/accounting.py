@@ -218,12 +218,17 @@ def _label_lines(acc: dict) -> list[str]:
     """One line per split that lost label lines, label files or objects."""
     reasons, lines = acc["reasons"], []
     for name, s in acc["splits"].items():
-        parts = [f"{n} label line {reasons[k]}" for k, n in s["label_lines_dropped"].items()]
+        parts = []
+        if s["label_lines_dropped"]:
+            dropped = s["label_lines_dropped"].items()
+            parts.append("label lines " + ", ".join(f"{reasons[k]} {n}" for k, n in dropped))
         if s["label_files_without_image"]:
-            parts.append(f"{s['label_files_without_image']} label file without image")
-        parts += [f"{n} object of dropped class {c}" for c, n in s["objects_of_dropped_classes"].items()]
+            parts.append(f"label files without image {s['label_files_without_image']}")
+        if s["objects_of_dropped_classes"]:
+            objects = s["objects_of_dropped_classes"].items()
+            parts.append("objects of dropped classes " + ", ".join(f"{c} {n}" for c, n in objects))
         if s[OBJECTS_NOT_TARGET]:
-            parts.append(f"{s[OBJECTS_NOT_TARGET]} object {reasons[OBJECTS_NOT_TARGET]}")
+            parts.append(f"objects {reasons[OBJECTS_NOT_TARGET]} {s[OBJECTS_NOT_TARGET]}")
         if parts:
             lines.append(f"  {name} also dropped: " + "; ".join(parts))
     return lines
