@@ -90,6 +90,9 @@ def test_shrunken_split_stops_the_run_saying_why_unless_allowed(damaged):
     assert "no label file: 25" in message and "data.allow_shrink=true" in message
     assert "'train'" not in message  # train kept more than half
     check_shrink(acc, allow_shrink=True)
+    only_train = data_accounting(build_index(DataConfig(root=str(damaged), annotations="yolo")), splits=["train"])
+    assert list(only_train["splits"]) == ["train"]
+    check_shrink(only_train, allow_shrink=False)  # the shrunken valid split is not accounted for
 
 
 def test_a_clean_dataset_says_nothing_dropped_and_passes(tmp_path):
