@@ -27,6 +27,13 @@ def test_unknown_augment_key_is_refused(tmp_path):
         DataConfig.from_mapping({"root": str(tmp_path), "augment": {"zooom": 0.2}})
 
 
+def test_unknown_synthetic_key_is_refused_before_anything_is_generated(tmp_path):
+    cfg = compose_cfg("inspect_data", ["data=synthetic", f"data.root={tmp_path / 'syn'}", "+data.synthetic.per_clas=2"])
+    with pytest.raises(ValueError, match=r"data\.synthetic\.per_clas \(did you mean data\.synthetic\.per_class\?\)"):
+        data_config_from_hydra(cfg.data)
+    assert not (tmp_path / "syn").exists()
+
+
 def test_known_extra_section_and_allow_shrink_are_accepted(tmp_path):
     cfg = compose_cfg("inspect_data", ["data=synthetic", f"data.root={tmp_path}", "data.allow_shrink=true"])
     data = DataConfig.from_mapping(cfg.data)

@@ -174,6 +174,7 @@ def data_config_from_hydra(node: Any) -> DataConfig:
     if spec:
         from fracture.data.synthetic import SyntheticSpec, ensure_synthetic
 
+        _refuse_unknown_keys(spec, SyntheticSpec, "data.synthetic")
         ensure_synthetic(container["root"], SyntheticSpec(**spec))
     if not Path(config.root).is_dir():
         hint = root_hint(reads_data_root_env(node), env_set=bool(os.environ.get(DATA_ROOT_VAR)))
