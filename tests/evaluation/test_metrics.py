@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fracture.evaluation import metrics as m
-from fracture.evaluation.boxes import box_average_precision
+from fracture.evaluation.boxes import box_average_precision, box_metrics
 
 
 def test_wilson_interval_matches_the_textbook_values():
@@ -89,9 +89,10 @@ def test_critical_errors_counted_most_confident_first():
 
 
 def test_box_iou_rows():
-    a = np.array([[0, 0, 0.5, 0.5], [0, 0, 0, 0]])
-    b = np.array([[0.25, 0.25, 0.75, 0.75], [0, 0, 0, 0]])
-    np.testing.assert_allclose(m.box_iou(a, b), [1 / 7, 0.0])
+    a = np.array([[0, 0, 0.5, 0.5], [0, 0, 0, 0], [0, 0, 0, 0]])
+    b = np.array([[0.25, 0.25, 0.75, 0.75], [0.1, 0.1, 0.2, 0.2], [0, 0, 0, 0]])
+    # an empty box against a real one: no overlap (0); two empty boxes: nothing to measure
+    np.testing.assert_allclose(m.box_iou(a, b), [1 / 7, 0.0, np.nan])
 
 
 def test_critical_error_wildcard_counts_every_missed_class():
@@ -99,3 +100,94 @@ def test_critical_error_wildcard_counts_every_missed_class():
     result = m.critical_errors([0, 1, 1, 2], [2, 2, 1, 2], [0.9, 0.8, 0.7, 0.6], [["*", "no finding"]], names)
     assert [(p["true"], p["count"]) for p in result["pairs"]] == [("a", 1), ("b", 1)]
     assert result["total"] == 2
+
+
+# Undefined metrics: NaN (null in metrics.json) with the reason under `undefined`, never 0 or 1.
+
+
+def _assert_every_nan_has_a_reason(block):
+    assert sorted(m.nan_paths(block)) == sorted(block["undefined"])
+    assert all(isinstance(r, str) and r for r in block["undefined"].values())
+
+
+def test_precision_of_a_class_never_predicted_is_undefined_not_zero():
+    report = m.classification_report([0, 0, 1, 1], [0, 0, 0, 0], ["a", "b"])
+    b = report["per_class"]["b"]
+    assert math.isnan(b["precision"])
+    assert report["undefined"] == {"per_class/b/precision": "no image was predicted as b"}
+    assert report["never_predicted"] == ["b"]
+    assert b["recall"] == 0.0 and b["f1"] == 0.0  # both defined: every b image was missed
+    assert report["precision"]["macro"] == pytest.approx(0.5)  # a only (2 of 4 right), b left out
+    assert report["f1"]["macro"] == pytest.approx((2 / 3 + 0) / 2)
+    _assert_every_nan_has_a_reason(report)
+    # where precision is defined, F1 = 2TP / (2TP + FP + FN) is the harmonic mean, as before
+    report = m.classification_report([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 0, 2], ["a", "b", "c"])
+    for stats in report["per_class"].values():
+        p, r = stats["precision"], stats["recall"]
+        assert stats["f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
+
+
+def test_an_empty_split_has_no_accuracy_and_says_so():
+    report = m.classification_report([], [], ["a", "b"])
+    assert math.isnan(report["accuracy"]) and report["undefined"]["accuracy"] == "no images"
+    assert report["undefined"]["accuracy_ci95"] == "no images"
+    assert report["undefined"]["recall/macro"] == "no class has instances in this split"
+    _assert_every_nan_has_a_reason(report)
+
+
+def test_auc_with_one_class_present_is_undefined_with_reasons():
+    probs = np.array([[0.9, 0.1], [0.7, 0.3]])
+    auc = m.one_vs_rest_auc([0, 0], probs, ["a", "b"])
+    assert math.isnan(auc["per_class"]["a"]) and math.isnan(auc["per_class"]["b"]) and math.isnan(auc["macro"])
+    assert "every image is a" in auc["undefined"]["per_class/a"]
+    assert "no b image" in auc["undefined"]["per_class/b"]
+    assert auc["undefined"]["macro"] == "no class has both positive and negative images"
+    _assert_every_nan_has_a_reason(auc)
+    assert m.auc_undefined_reason([True, False]) is None
+
+
+def test_ece_of_no_images_is_undefined_not_zero():
+    result = m.expected_calibration_error([], [], bins=15)
+    assert math.isnan(result["ece"]) and result["bins"] == []
+    assert result["undefined"] == {"ece": "no images"}
+    defined = m.expected_calibration_error([0.7, 0.9], [True, True])
+    assert defined["undefined"] == {} and defined["images"] == 2
+
+
+def test_screening_rates_with_a_zero_denominator_are_undefined():
+    # no negatives, and a threshold above every score: nothing is flagged
+    s = m.screening_metrics([0.2, 0.4], [True, True], threshold=0.5)
+    assert s["sensitivity"]["value"] == 0.0  # defined: 0 of 2 positives flagged
+    assert math.isnan(s["specificity"]["value"]) and math.isnan(s["ppv"]["value"])
+    assert s["undefined"]["specificity/value"] == "no negative image"
+    assert s["undefined"]["ppv/ci95"] == "no image flagged at this threshold"
+    assert s["npv"]["value"] == 0.0  # 0 of 2 images below the threshold are negative
+    _assert_every_nan_has_a_reason(s)
+
+
+def test_wilson_ci_with_n_zero_is_undefined_with_reason_where_it_is_used():
+    s = m.screening_metrics([0.9], [False], threshold=0.5)
+    assert all(math.isnan(v) for v in s["sensitivity"]["ci95"])
+    assert s["undefined"]["sensitivity/ci95"] == "no positive image"
+
+
+def test_box_metrics_without_positives_and_ap_without_ground_truth_say_why():
+    names = ["a", "b", "no finding"]
+    probs = np.array([[0.2, 0.1, 0.7], [0.1, 0.2, 0.7]])
+    boxes = np.array([[0.1, 0.1, 0.4, 0.4], [0.2, 0.2, 0.5, 0.5]])
+    result = box_metrics([2, 2], np.zeros((2, 4)), [False, False], probs, boxes, names, negative_id=2)
+    assert result["positives"] == 0 and math.isnan(result["mean_iou"]) and math.isnan(result["ap50"])
+    assert result["undefined"]["mean_iou"] == "no image with a true box"
+    assert result["undefined"]["per_class/a/ap50"] == "no true box of a"
+    _assert_every_nan_has_a_reason(result)
+
+
+def test_box_metrics_with_positives_keep_both_parts_reasons():
+    names = ["a", "b", "no finding"]
+    true_boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0, 0, 0, 0]])
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8]])
+    pred = np.array([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.3, 0.3]])
+    result = box_metrics([0, 2], true_boxes, [True, False], probs, pred, names, negative_id=2)
+    assert result["mean_iou"] == pytest.approx(1.0) and result["iou_at_least_0_5"] == 1.0
+    assert set(result["undefined"]) == {"per_class/b/ap50", "per_class/b/ap50_95"}
+    _assert_every_nan_has_a_reason(result)

@@ -5,8 +5,14 @@ Each field is documented in `conf/data/yolo.yaml`, the base of every data config
 
 from __future__ import annotations
 
+import difflib
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+from fracture.data.layout import DatasetError
+from fracture.env import DATA_ROOT_VAR
 
 ANNOTATION_MODES = ("yolo", "coco", "merge")
 NEGATIVE_MODES = ("keep", "drop")
@@ -51,6 +57,7 @@ class DataConfig:
     cache: str | None = "memory"
     shuffle_buffer: int = 4096
     seed: int = 42
+    allow_shrink: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -68,24 +75,85 @@ class DataConfig:
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> "DataConfig":
-        """Build from a Hydra/OmegaConf node or a dict; keys the class does not know are ignored
-        (data configs may carry extra sections, such as `synthetic`)."""
-        try:
-            from omegaconf import OmegaConf
+        """Build from a Hydra/OmegaConf node or a dict.
 
-            if OmegaConf.is_config(mapping):
-                mapping = OmegaConf.to_container(mapping, resolve=True)
-        except ImportError:  # pragma: no cover - omegaconf is a dependency
-            pass
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in dict(mapping).items() if k in known}
+        Raises:
+            ValueError: a key is neither a field nor one of `EXTRA_SECTIONS` (a typo such
+                as `+data.batchsize=8` would otherwise be ignored without a word), or the
+                root is not set.
+        """
+        reads_env = reads_data_root_env(mapping)
+        values = {k: v for k, v in _plain(mapping).items() if k not in EXTRA_SECTIONS}
+        _refuse_unknown_keys(values, cls, "data")
+        _refuse_unknown_keys(values.get("augment") or {}, AugmentConfig, "data.augment")
         if values.get("root") in (None, "", "???"):
-            raise ValueError(
-                "data.root is not set: pass data.root=<folder holding data.yaml> "
-                "(or set FRACTURE_DATA_ROOT in .env)."
-            )
+            raise ValueError(f"data.root is not set: {root_hint(reads_env, env_set=False)}")
         values["rename"] = dict(values.get("rename") or {})
         return cls(**values)
+
+
+# Sections a data config may carry for other code: `synthetic` is read by
+# `data_config_from_hydra` (conf/data/synthetic.yaml), not by `DataConfig`.
+EXTRA_SECTIONS = ("synthetic",)
+PASS_ROOT = "pass data.root=<folder holding data.yaml>"
+
+
+def _plain(mapping: Any) -> dict:
+    """A resolved plain dict of a Hydra/OmegaConf node or a mapping."""
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(mapping):
+            return OmegaConf.to_container(mapping, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    return dict(mapping)
+
+
+def _refuse_unknown_keys(values: dict, config_class: type, prefix: str) -> None:
+    known = [f.name for f in fields(config_class)]
+    unknown = [k for k in values if k not in known]
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), known, n=1)
+        named.append(f"{prefix}.{key}" + (f" (did you mean {prefix}.{close[0]}?)" if close else ""))
+    extra = f", plus the extra sections: {', '.join(EXTRA_SECTIONS)}" if prefix == "data" else ""
+    raise ValueError(
+        f"Unknown config key(s) {', '.join(named)}. Valid keys: {', '.join(known)}{extra}."
+    )
+
+
+def reads_data_root_env(node: Any) -> bool:
+    """Whether this data config takes its root from FRACTURE_DATA_ROOT.
+
+    Only conf/data/bone_fracture_yolo8.yaml does: the variable names the default
+    dataset's folder (see .env.example), so a generic config such as `data=yolo` must not
+    quietly read that dataset. A `data.root=...` override replaces the interpolation, so
+    the answer follows what the user actually typed. A plain dict (already resolved)
+    cannot say, and counts as not reading it.
+    """
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return False
+    if not OmegaConf.is_config(node):
+        return False
+    raw = OmegaConf.to_container(node, resolve=False).get("root")
+    return isinstance(raw, str) and f"oc.env:{DATA_ROOT_VAR}" in raw
+
+
+def root_hint(reads_env: bool, env_set: bool) -> str:
+    """What to do when the dataset root is unset or missing, for the config at hand."""
+    if not reads_env:
+        return f"{PASS_ROOT}."
+    if env_set:
+        return f"it comes from {DATA_ROOT_VAR} (shell or .env): correct that, or {PASS_ROOT}."
+    return (
+        f"set {DATA_ROOT_VAR} in .env, or {PASS_ROOT}, "
+        "or run `python scripts/download_data.py` to get the default dataset."
+    )
 
 
 def data_config_from_hydra(node: Any) -> DataConfig:
@@ -93,13 +161,22 @@ def data_config_from_hydra(node: Any) -> DataConfig:
 
     A node with a `synthetic` section (conf/data/synthetic.yaml) describes a generated
     dataset: it is written to `root` first, unless already there from the same spec.
+
+    Raises:
+        DatasetError: the root folder does not exist; the message says how this data
+            config sets its root (FRACTURE_DATA_ROOT or data.root).
     """
     from omegaconf import OmegaConf
 
+    config = DataConfig.from_mapping(node)
     container = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     spec = container.get("synthetic")
     if spec:
         from fracture.data.synthetic import SyntheticSpec, ensure_synthetic
 
+        _refuse_unknown_keys(spec, SyntheticSpec, "data.synthetic")
         ensure_synthetic(container["root"], SyntheticSpec(**spec))
-    return DataConfig.from_mapping(container)
+    if not Path(config.root).is_dir():
+        hint = root_hint(reads_data_root_env(node), env_set=bool(os.environ.get(DATA_ROOT_VAR)))
+        raise DatasetError(f"Dataset root {config.root} does not exist: {hint}")
+    return config

@@ -6,6 +6,18 @@ whatever passes here decodes mid-epoch too. Unusual but decodable images (graysc
 that are not images, corrupt or truncated, or over the pixel limit are skipped and counted.
 The probe also computes the perceptual hash the leakage check needs, so each file is
 decoded once. Results are cached per file (path, size, mtime), so re-indexing is cheap.
+
+Which files are images is decided here, once for the whole project (`IMAGE_SUFFIXES`,
+`list_image_files`, `unsupported_reason`): the indexer, the probe and prediction must
+agree, or a file would be listed by one and silently passed over by another.
+
+* JPEG, PNG, BMP, GIF and WebP are decoded (by `tf.io.decode_image`, as in the pipeline).
+* TIFF and DICOM files are *listed* too, and then counted as unsupported with a hint,
+  never silently ignored. TIFF is not decoded on purpose: `tf.io.decode_image` cannot
+  read it, and decoding it with PIL would take the pipeline out of the TensorFlow graph
+  (a Python call per image) for a format that X-ray exports rarely use; converting to
+  PNG keeps 8- and 16-bit pixels as they are. DICOM needs pydicom and a windowing
+  choice, which this project does not make (yet).
 """
 
 from __future__ import annotations
@@ -21,7 +33,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# Suffixes of files that are decoded and used.
+DECODABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 DECODABLE_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}
 
 OK = "ok"
@@ -31,6 +44,8 @@ UNSUPPORTED_FORMAT = "unsupported_format"
 CORRUPT = "corrupt"
 TRUNCATED = "truncated"
 TOO_LARGE = "too_large"
+UNSUPPORTED_TIFF = "unsupported_tiff"
+UNSUPPORTED_DICOM = "unsupported_dicom"
 # Notes on kept images.
 GRAYSCALE = "grayscale"
 HIGH_BIT_DEPTH = "16_bit"
@@ -39,9 +54,39 @@ PALETTE = "palette"
 ALPHA = "alpha"
 LARGE = "large"
 
+# Image files that are found and counted, but not decoded: suffix -> skip status.
+UNSUPPORTED_SUFFIXES = {
+    ".tif": UNSUPPORTED_TIFF,
+    ".tiff": UNSUPPORTED_TIFF,
+    ".dcm": UNSUPPORTED_DICOM,
+    ".dicom": UNSUPPORTED_DICOM,
+}
+# Every suffix that makes a file an image file of the project: listed, then either
+# decoded or counted as unsupported. The one list for indexing and prediction.
+IMAGE_SUFFIXES = DECODABLE_SUFFIXES + tuple(UNSUPPORTED_SUFFIXES)
+# Why each unsupported status is skipped, and what to do about it.
+UNSUPPORTED_REASONS = {
+    UNSUPPORTED_TIFF: "TIFF is not supported (tf.io.decode_image cannot read it): convert to PNG",
+    UNSUPPORTED_DICOM: (
+        "DICOM is not supported: convert to PNG, or install pydicom support (not implemented)"
+    ),
+}
+# Every skip status in words, for reports.
+SKIP_REASONS = {
+    NOT_AN_IMAGE: "not an image (no image library can open it)",
+    UNSUPPORTED_FORMAT: "an image format the pipeline cannot decode (not JPEG/PNG/BMP/GIF/WebP)",
+    CORRUPT: "corrupt (opens, but does not decode)",
+    TRUNCATED: "truncated file",
+    TOO_LARGE: "more pixels than data.max_image_pixels",
+    **UNSUPPORTED_REASONS,
+}
+# Magic bytes: a file is classified by its content when its suffix says nothing.
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
+
 # Images whose long side exceeds this are noted: decoding them dominates the first epoch.
 LARGE_SIDE = 4096
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: TIFF and DICOM files get their own statuses
 
 
 @dataclass(frozen=True)
@@ -95,11 +140,54 @@ def _notes_for(image: Image.Image) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Every image file (any of `IMAGE_SUFFIXES`, case-insensitive) in `folder`, sorted.
+
+    Unsupported ones (TIFF, DICOM) are included: callers count them with
+    `unsupported_reason` instead of never seeing them.
+    """
+    folder = Path(folder)
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def unsupported_status(path: str | Path) -> str | None:
+    """`UNSUPPORTED_TIFF` / `UNSUPPORTED_DICOM` for a file this project lists but cannot
+    decode (by suffix, else by magic bytes), None for anything else."""
+    path = Path(path)
+    by_suffix = UNSUPPORTED_SUFFIXES.get(path.suffix.lower())
+    if by_suffix:
+        return by_suffix
+    try:
+        with path.open("rb") as f:
+            head = f.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+    except OSError:
+        return None
+    if head[:4] in TIFF_MAGIC:
+        return UNSUPPORTED_TIFF
+    if head[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC:
+        return UNSUPPORTED_DICOM
+    return None
+
+
+def unsupported_reason(path: str | Path) -> str | None:
+    """Why `path` cannot be used and what to do about it, or None when it may be decoded.
+
+    Prediction calls this on each listed file before decoding, so that it skips exactly
+    the files indexing counts as unsupported, with the same words.
+    """
+    status = unsupported_status(path)
+    return UNSUPPORTED_REASONS[status] if status else None
+
+
 def probe_image(path: str | Path, max_pixels: int = 50_000_000) -> ImageProbe:
     """Probe one file; never raises for bad content."""
     import tensorflow as tf  # deferred: parsing and reports do not need TensorFlow
 
     path = Path(path)
+    unsupported = unsupported_status(path)
+    if unsupported:
+        return ImageProbe(unsupported)
     try:
         with Image.open(path) as image:
             fmt, mode, (width, height) = image.format, image.mode, image.size

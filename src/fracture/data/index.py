@@ -225,12 +225,6 @@ def select_target(objects: list[LabelObject], rule: str) -> LabelObject:
     raise ValueError(f"Unknown multi-object rule {rule!r}.")
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in image_probe.IMAGE_EXTENSIONS
-    )
-
-
 def _read_split(
     cfg: DataConfig,
     layout: DatasetLayout,
@@ -243,7 +237,7 @@ def _read_split(
     """Find, probe and annotate every image of one split (classes not yet filtered)."""
     paths = layout.split(split)
     report = SplitReport()
-    image_files = _list_images(paths.images_dir)
+    image_files = image_probe.list_image_files(paths.images_dir)
     report.images_found = len(image_files)
     use_yolo = cfg.annotations in ("yolo", "merge")
     use_coco = cfg.annotations in ("coco", "merge")

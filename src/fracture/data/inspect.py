@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fracture.data.accounting import data_accounting, format_accounting
 from fracture.data.crosscheck import merge_agreement, rename_suggestions
 from fracture.data.index import DatasetIndex
 from fracture.data.leakage import leakage_report
@@ -24,7 +25,8 @@ def summarize(index: DatasetIndex) -> dict:
     """Everything the inspector reports, as a JSON-ready dict.
 
     Keys: `dataset`, `classes` (kept, dropped, class_names, histograms), `splits.<name>`
-    (images, empty_labels, boxes, dropped_lines, ...), `leakage` and, when a split has both
+    (images, empty_labels, boxes, dropped_lines, ...), `accounting` (what was left out and
+    why, as training and evaluation print it), `leakage` and, when a split has both
     YOLO labels and a COCO file, `sources` (per-split disagreements and the name-agreement
     matrix over matched boxes).
     """
@@ -54,6 +56,7 @@ def summarize(index: DatasetIndex) -> dict:
         },
         "splits": splits,
     }
+    summary["accounting"] = data_accounting(index)
     summary["leakage"] = index_leakage(index)
     checks = {n: s.report.crosscheck for n, s in index.splits.items() if s.report.crosscheck}
     if checks:
@@ -104,6 +107,7 @@ def render_report(summary: dict, grid_name: str | None) -> str:
     )
     for note in ds["layout_notes"]:
         out.append(f"- layout: {note}")
+    out += ["", "## What was left out", "", "```text", format_accounting(summary["accounting"]), "```"]
     out += ["", "## Splits", ""]
     rows = []
     for name, s in splits.items():

@@ -160,8 +160,7 @@ def resolve_layout(root: str | Path, yaml_name: str = "data.yaml") -> DatasetLay
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DatasetError(
-            f"Dataset root {root} does not exist. Set data.root=<folder holding data.yaml> "
-            "(or FRACTURE_DATA_ROOT in .env), or run `python scripts/download_data.py`."
+            f"Dataset root {root} does not exist: pass data.root=<folder holding data.yaml>."
         )
     yaml_path = root / yaml_name
     layout = DatasetLayout(root=root, yaml_path=None, names=[])

@@ -3,6 +3,9 @@ image's most probable fracture class and scored by that class's probability.
 
 Ground truth: the true box of every positive image (category = its class). "No finding"
 images have no ground truth, so a confident detection on one is a false positive.
+
+Undefined values (AP of a class without true boxes, IoU with no positive image) are NaN
+with the reason in the block's `undefined` dict, as in `metrics.py`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
+from fracture.evaluation.metrics import UNDEFINED, box_iou, metric_path
+
+NO_POSITIVES = "no image with a true box"
 SCALE = 1000.0  # boxes are normalized; COCO wants pixels. AP over area "all" is scale-free.
 
 
@@ -28,7 +34,8 @@ def box_average_precision(
 ) -> dict:
     """AP50 and AP50:95 overall and per fracture class (COCO's 101-point interpolation).
 
-    Returns NaN for classes without ground truth (listed under `no_ground_truth`).
+    Returns NaN for classes without ground truth (listed under `no_ground_truth`, with
+    the reason under `undefined`).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -53,10 +60,12 @@ def box_average_precision(
         evaluator.accumulate()
     precision = evaluator.eval["precision"][:, :, :, 0, -1]  # [IoU thr, recall, class] at area all, maxDets 100
     with_gt = {a["category_id"] for a in annotations}
-    per_class = {}
+    per_class, undefined = {}, {}
     for k, c in enumerate(fracture_ids):
         if c not in with_gt:
             per_class[class_names[c]] = {"ap50": math.nan, "ap50_95": math.nan, "instances": 0}
+            for key in ("ap50", "ap50_95"):
+                undefined[metric_path("per_class", class_names[c], key)] = f"no true box of {class_names[c]}"
             continue
         p = precision[:, :, k]
         per_class[class_names[c]] = {
@@ -65,11 +74,41 @@ def box_average_precision(
             "instances": sum(1 for a in annotations if a["category_id"] == c),
         }
     defined = [v for v in per_class.values() if v["instances"]]
+    if not defined:
+        undefined.update({"ap50": NO_POSITIVES, "ap50_95": NO_POSITIVES})
     return {
         "ap50": float(np.mean([v["ap50"] for v in defined])) if defined else math.nan,
         "ap50_95": float(np.mean([v["ap50_95"] for v in defined])) if defined else math.nan,
         "per_class": per_class,
         "no_ground_truth": [n for n, v in per_class.items() if not v["instances"]],
+        UNDEFINED: undefined,
+    }
+
+
+def box_metrics(
+    true_classes: Sequence[int],
+    true_boxes: np.ndarray,
+    has_box: Sequence[bool],
+    probs: np.ndarray,
+    pred_boxes: np.ndarray,
+    class_names: Sequence[str],
+    negative_id: int | None,
+) -> dict:
+    """The `boxes` block of an evaluation: IoU over positive images and box AP, in one
+    dict with one `undefined` (so the two parts' reasons cannot overwrite each other).
+
+    Boxes are normalized xyxy in the original image's frame.
+    """
+    true_boxes, has_box = np.asarray(true_boxes, float), np.asarray(has_box, bool)
+    ious = box_iou(true_boxes, pred_boxes)[has_box]
+    ap = box_average_precision(true_classes, true_boxes, has_box, probs, pred_boxes, class_names, negative_id)
+    undefined = {"mean_iou": NO_POSITIVES, "iou_at_least_0_5": NO_POSITIVES} if not has_box.any() else {}
+    return {
+        "positives": int(has_box.sum()),
+        "mean_iou": float(ious.mean()) if has_box.any() else math.nan,
+        "iou_at_least_0_5": float((ious >= 0.5).mean()) if has_box.any() else math.nan,
+        **{k: v for k, v in ap.items() if k != UNDEFINED},
+        UNDEFINED: {**undefined, **ap[UNDEFINED]},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -44,33 +45,63 @@ def roc_figure(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
         positive = np.asarray(y_true) == c
         if positive.any() and (~positive).any():
             fpr, tpr, _ = roc_curve(probs[:, c], positive)
-            ax.plot(fpr, tpr, label=f"{name} (AUC {auc['per_class'][name]:.2f})")
+            ax.plot(fpr, tpr, label=f"{name} (AUC {_value(auc['per_class'].get(name), 2)})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(f"one-vs-rest ROC, macro AUC {auc['macro']:.3f}")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"one-vs-rest ROC, macro AUC {_value(auc.get('macro'))}")
+    if any(not label.startswith("_") for label in ax.get_legend_handles_labels()[1]):
+        ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
+
+
+BINS_GID = "reliability-bins"
+COUNT_GID = "reliability-count"
+DIAGONAL_GID = "reliability-diagonal"
+
+
+def reliability_plot(calibration: dict):
+    """The reliability diagram of an `expected_calibration_error` result, as a Figure.
+
+    Each non-empty bin is a point at (mean confidence, accuracy), labelled with its count;
+    the vertical gap from the diagonal is |accuracy - confidence|, the term ECE weights by
+    count / N, so the plot and the ECE in its title say the same thing. Empty bins have no
+    accuracy and are not drawn (not as 0). A lower panel shows how many images each bin
+    holds. The artists carry gids (`BINS_GID`, `COUNT_GID`, `DIAGONAL_GID`) for tests.
+    """
+    bins = [b for b in calibration["bins"] if b["count"]]
+    confidence = [b["confidence"] for b in bins]
+    accuracy = [b["accuracy"] for b in bins]
+    fig, (ax, counts) = plt.subplots(
+        2, 1, figsize=(5, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    diagonal, = ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    diagonal.set_gid(DIAGONAL_GID)
+    ax.vlines(confidence, confidence, accuracy, colors="tab:red", lw=1.5, alpha=0.6, label="gap (weighted into ECE)")
+    points, = ax.plot(confidence, accuracy, "o-", color="tab:blue", ms=5, label="bin: mean confidence, accuracy")
+    points.set_gid(BINS_GID)
+    for b in bins:
+        text = ax.annotate(str(b["count"]), (b["confidence"], b["accuracy"]), textcoords="offset points",
+                           xytext=(0, 6), ha="center", fontsize=6)
+        text.set_gid(COUNT_GID)
+    if not bins:
+        ax.text(0.5, 0.5, "no images", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability, ECE {_value(calibration.get('ece'))}")
+    ax.legend(fontsize=7, loc="upper left")
+    counts.bar([b["low"] for b in bins], [b["count"] for b in bins], width=[b["high"] - b["low"] for b in bins],
+               align="edge", color="tab:gray", edgecolor="k")
+    counts.set_xlabel("confidence (top-class probability)")
+    counts.set_ylabel("images")
+    fig.tight_layout()
+    return fig
 
 
 def reliability_figure(calibration: dict, path: Path) -> Path:
-    """Accuracy against confidence per bin, with bin counts."""
-    fig, ax = plt.subplots(figsize=(5, 5))
-    bins = calibration["bins"]
-    centres = [(b["low"] + b["high"]) / 2 for b in bins]
-    widths = [b["high"] - b["low"] for b in bins]
-    ax.bar(centres, [b["accuracy"] for b in bins], width=widths, edgecolor="k", alpha=0.7, label="accuracy")
-    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "ro", ms=3, label="mean confidence")
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
-    for c, b in zip(centres, bins):
-        ax.text(c, 0.02, str(b["count"]), ha="center", fontsize=6, rotation=90)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (top-class probability)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"reliability, ECE {calibration['ece']:.3f}")
-    ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    """`reliability_plot`, saved to `path`."""
+    return _save(reliability_plot(calibration), path)
 
 
 def explanation_panel(
@@ -105,6 +136,13 @@ def explanation_panel(
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _value(value, digits: int = 3) -> str:
+    """A metric for a title or label: "n/a" when undefined (NaN, or None from metrics.json)."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
 
 
 def _draw_box(ax, box, color, label):

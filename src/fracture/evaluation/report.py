@@ -1,4 +1,8 @@
-"""report.md: the human-readable summary of an evaluation, figures embedded."""
+"""report.md: the human-readable summary of an evaluation, figures embedded.
+
+Values are NaN before metrics.json is written and None after; both read "n/a", and the
+reasons the metric blocks give for them (`undefined`) are listed under the headline.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,26 @@ def _pct(value) -> str:
 
 
 def _ci(ci) -> str:
+    if ci is None:
+        return "n/a"
     lo, hi = ci
     return "n/a" if lo is None or math.isnan(lo) else f"{100 * lo:.1f}-{100 * hi:.1f}%"
 
 
 def _num(value, digits=3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+METRIC_BLOCKS = ("classification", "auc", "calibration", "screening", "boxes")
+
+
+def undefined_lines(result: dict) -> list[str]:
+    """One bullet per n/a value, `block/path: reason`, from each block's `undefined`."""
+    lines = []
+    for block in METRIC_BLOCKS:
+        for path, reason in ((result.get(block) or {}).get("undefined") or {}).items():
+            lines.append(f"- `{block}/{path}`: {reason}")
+    return lines
 
 
 def headline_rows(result: dict) -> list[list[str]]:
@@ -70,6 +88,9 @@ def render_report(result: dict, class_names, preds, worst_cases: int) -> str:
     elif leak and leak.get("error"):
         parts.append(f"Leakage: {leak['error']}")
     parts += ["## Headline", markdown_table(["metric", "value", "95% CI (Wilson)"], headline_rows(result))]
+    undefined = undefined_lines(result)
+    if undefined:
+        parts.append("Not defined on this split (n/a above and below), and why:\n\n" + "\n".join(undefined))
     rows = []
     auc = result["auc"]["per_class"]
     for name, m in c["per_class"].items():
