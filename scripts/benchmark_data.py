@@ -4,13 +4,13 @@ Prints images/s of the first epoch (decode + resize + cache fill) and of cached 
 """
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from fracture.cli import fail
 from fracture.env import setup_env
 
 setup_env(Path(__file__).resolve().parents[1])
@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
         index = build_index(data_cfg, splits=[cfg.split], cache_dir=cfg.paths.cache_dir)
         index_seconds = time.perf_counter() - start
     except (DatasetError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+        fail(exc)
     samples = index.split(cfg.split).samples
     training = cfg.split == "train"
     dataset = make_dataset(samples, index.classes.num_classes, data_cfg, training=training, augment=training and cfg.augment)

@@ -6,12 +6,12 @@ speed-up of later epochs (target >= 20x).
 """
 
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from fracture.cli import fail
 from fracture.env import setup_env
 
 setup_env(Path(__file__).resolve().parents[1])
@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> None:
         data_cfg = data_config_from_hydra(cfg.data)
         index = build_index(data_cfg, splits=[cfg.split], cache_dir=cfg.paths.cache_dir)
     except (DatasetError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+        fail(exc)
     samples = index.split(cfg.split).samples[: cfg.images]
     ds = make_dataset(samples, index.classes.num_classes, data_cfg, training=False, cache="memory")
     model_cfg = typed(ModelConfig, cfg.model, "model", ignore=MODEL_SECTIONS)

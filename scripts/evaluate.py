@@ -3,12 +3,12 @@
 Writes metrics.json, report.md, predictions.csv and figures to <run>/eval/<split>/.
 """
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from fracture.cli import fail
 from fracture.env import setup_env
 
 setup_env(Path(__file__).resolve().parents[1])
@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
             OmegaConf.to_container(cfg.data, resolve=True), cfg.paths.cache_dir,
         )
     except (DatasetError, RunError, FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+        fail(exc)
     print(f"{result['split']}: {result['images']} images")
     for name, value, ci in headline_rows(result):
         print(f"  {name}: {value} {('(95% CI ' + ci + ')') if ci else ''}")

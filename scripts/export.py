@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from fracture.cli import fail
 from fracture.env import setup_env
 
 setup_env(Path(__file__).resolve().parents[1])
@@ -27,7 +28,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run = load_run(cfg.run)
     except (RunError, FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+        fail(exc)
     size = run.data.image_size
     try:
         samples = split_samples(run, run.data.val_split, cfg.paths.cache_dir)[0][: cfg.check_images]
@@ -40,7 +41,7 @@ def main(cfg: DictConfig) -> None:
     try:
         checks = export_run(run.model, out, cfg.format, images)
     except (ExportError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+        fail(exc)
     print(f"checked on {source}; input: float32 (N, {size}, {size}, 3) raw 0-255 RGB, resize={run.data.resize}")
     for c in checks:
         status = "ok" if c.ok else "MISMATCH"

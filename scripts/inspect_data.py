@@ -3,12 +3,12 @@
 Writes OUT/summary.json, OUT/report.md and OUT/samples_<split>.png.
 """
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from fracture.cli import fail
 from fracture.env import setup_env
 
 setup_env(Path(__file__).resolve().parents[1])
@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
         data_cfg = data_config_from_hydra(cfg.data)
         index = build_index(data_cfg, splits=list(cfg.splits), cache_dir=cfg.paths.cache_dir)
     except (DatasetError, ValueError, FileExistsError) as exc:
-        sys.exit(f"error: {exc}")
+        fail(exc)
     summary = write_inspection(index, cfg.out)
     for name, split in summary["splits"].items():
         print(

@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from fracture.cli import fail
 from fracture.env import setup_env
 
 setup_env(Path(__file__).resolve().parents[1])
@@ -17,16 +18,18 @@ setup_env(Path(__file__).resolve().parents[1])
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    from fracture.inference import list_inputs, output_name, predict_files, screening_for, write_predictions
     from fracture.runs import RunError, load_run
-    from fracture.inference import list_inputs, predict_files, write_predictions
 
     try:
         run = load_run(cfg.run)
         files, folder = list_inputs(cfg.input)
     except (RunError, FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
-    out = Path(cfg.out) if cfg.out else Path(cfg.run) / "predictions" / Path(cfg.input).stem
-    result = predict_files(run, files, out / "overlays" if cfg.overlays else None, cfg.batch_size)
+        fail(exc)
+    out = Path(cfg.out) if cfg.out else run.layout.predictions_dir(output_name(cfg.input))
+    screening = screening_for(run, cfg.threshold)
+    print(f"screening threshold: {screening.threshold if screening.threshold is not None else 'none'} ({screening.source})")
+    result = predict_files(run, files, out / "overlays" if cfg.overlays else None, cfg.batch_size, screening)
     path = write_predictions(result, out, folder)
     for r in result.predictions[:20]:
         print(f"{Path(r['image']).name}: {r['predicted_class']} ({r['probability']:.2f}) box {r['box']}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from fracture.cli import fail
 from fracture.env import setup_env
 
 setup_env(Path(__file__).resolve().parents[1])
@@ -28,7 +29,7 @@ def main(cfg: DictConfig) -> None:
     except RunInterrupted as exc:
         sys.exit(exc.exit_code)
     except (DatasetError, WeightsUnavailableError, RunError, ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+        fail(exc)
     print(f"status: {result.status}; epochs run: {result.epochs_run}")
     for key, value in result.metrics.items():
         if isinstance(value, float):

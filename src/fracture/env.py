@@ -36,4 +36,15 @@ def setup_env(project_root: Path | None = None) -> Path:
     if not os.environ.get(DATA_ROOT_VAR):
         os.environ.pop(DATA_ROOT_VAR, None)
     os.environ.setdefault(PROJECT_ROOT_VAR, str(root))
+    quiet_tensorflow_without_gpu()
     return root
+
+
+def quiet_tensorflow_without_gpu() -> None:
+    """On a machine with no NVIDIA driver, TensorFlow's C++ layer logs
+    "E0000 ... failed call to cuInit" at error level the first time devices are listed:
+    noise that reads like a failure. Without a driver, C++ errors are raised as Python
+    exceptions anyway, so its log is quieted, unless the user chose a level."""
+    has_driver = Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()
+    if not has_driver:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -9,9 +9,44 @@ from typing import Iterable
 
 import numpy as np
 
+from fracture.data.images import list_image_files, unsupported_reason
 from fracture.runs import write_csv, write_json
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+@dataclass(frozen=True)
+class Screening:
+    """The fracture / no-finding decision rule: `1 - p(no finding) >= threshold` means fracture.
+
+    Attributes:
+        threshold: None when no threshold is known; the most probable class then decides.
+        source: where the threshold came from, to print beside every prediction run.
+    """
+
+    threshold: float | None
+    source: str
+
+    def is_fracture(self, probs: np.ndarray, negative_id: int | None) -> bool:
+        if negative_id is None:
+            return True
+        if self.threshold is None:
+            return int(np.argmax(probs)) != negative_id
+        return float(1.0 - probs[negative_id]) >= self.threshold
+
+
+def screening_for(run, override: float | None = None) -> Screening:
+    """The threshold evaluate.py locked on valid (`screening_threshold.json`), unless overridden."""
+    import json
+
+    if override is not None:
+        return Screening(float(override), f"threshold={override} given on the command line")
+    path = run.layout.screening_threshold
+    if path.is_file():
+        locked = json.loads(path.read_text())
+        return Screening(
+            float(locked["threshold"]),
+            f"locked on {locked.get('chosen_on', 'valid')} for sensitivity {locked.get('target_sensitivity')} ({path.name})",
+        )
+    return Screening(None, "none locked (run scripts/evaluate.py split=valid first): the most probable class decides")
 
 
 @dataclass
@@ -21,13 +56,26 @@ class PredictionResult:
 
 
 def list_inputs(path: str | Path) -> tuple[list[Path], bool]:
-    """(image files, is_folder). A folder is searched recursively for image suffixes."""
+    """(image files, is_folder). A folder is searched recursively for image suffixes
+    (`fracture.data.images.IMAGE_SUFFIXES`; unsupported ones are listed, then skipped with
+    their reason by `predict_files`)."""
     path = Path(path)
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), True
+        return list_image_files(path, recursive=True), True
     if path.is_file():
         return [path], False
     raise FileNotFoundError(f"input {path} does not exist")
+
+
+def output_name(input_path: str | Path) -> str:
+    """A predictions folder name unique to the input: `<parent>_<name>_<hash of the absolute path>`,
+    so `train/images` and `valid/images` of one dataset never share (and overwrite) a folder."""
+    import hashlib
+
+    path = Path(input_path).resolve()
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:6]
+    parts = [p for p in (path.parent.name, path.stem) if p]
+    return "_".join([*parts, digest])
 
 
 def load_samples_batch(samples: list, num_classes: int, data_cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -54,13 +102,16 @@ def _load(path: Path, size: int, mode: str):
     return raw.numpy(), tf.clip_by_value(tf.round(image), 0, 255).numpy()
 
 
-def predict_files(run, files: Iterable[Path], overlay_dir: Path | None, batch_size: int = 16, progress: bool = True) -> PredictionResult:
-    """Predict every file; undecodable files are skipped and listed with the reason.
+def predict_files(
+    run, files: Iterable[Path], overlay_dir: Path | None, batch_size: int = 16, screening: Screening | None = None
+) -> PredictionResult:
+    """Predict every file; unsupported and undecodable files are skipped and listed with the reason.
 
     Args:
         run: a `fracture.runs.LoadedRun`.
         files: image paths.
         overlay_dir: write `<stem>_pred.png` overlays here (None: no overlays).
+        screening: the fracture / no-finding rule (default: `screening_for(run)`).
     """
     from tqdm import tqdm
 
@@ -70,10 +121,16 @@ def predict_files(run, files: Iterable[Path], overlay_dir: Path | None, batch_si
     size, mode = run.data.image_size, run.data.resize
     names = run.classes.class_names
     result = PredictionResult()
-    bar = tqdm(total=len(files), unit="img", disable=not progress or len(files) < 2)
+    screening = screening or screening_for(run)
+    negative = run.classes.negative_id
+    bar = tqdm(total=len(files), unit="img", disable=len(files) < 2)
     for start in range(0, len(files), batch_size):
         loaded = []
         for path in files[start : start + batch_size]:
+            unsupported = unsupported_reason(path)
+            if unsupported:
+                result.skipped.append({"image": str(path), "reason": unsupported})
+                continue
             try:
                 raw, model_input = _load(path, size, mode)
             except Exception as exc:  # noqa: BLE001 - any decode failure skips the file, listed
@@ -98,8 +155,10 @@ def predict_files(run, files: Iterable[Path], overlay_dir: Path | None, batch_si
                 "box_pixels": [round(float(v), 1) for v in image_box * [w, h, w, h]],
                 "width": w,
                 "height": h,
-                "no_finding": cls == run.classes.negative_id,
+                "no_finding": not screening.is_fracture(p, negative),
             }
+            if negative is not None:
+                record["screening"] = {"score": round(float(1.0 - p[negative]), 5), "threshold": screening.threshold}
             if overlay_dir is not None:
                 record["overlay"] = str(draw_overlay(raw, record, Path(overlay_dir) / f"{path.stem}_pred.png"))
             result.predictions.append(record)
@@ -141,17 +200,23 @@ def write_predictions(result: PredictionResult, out: Path, folder: bool) -> Path
     out.mkdir(parents=True, exist_ok=True)
     if result.skipped:
         write_json(out / "skipped.json", result.skipped)
+    else:
+        (out / "skipped.json").unlink(missing_ok=True)  # never a stale list from an earlier run
     if not folder:
         path = out / "predictions.json"
         write_json(path, result.predictions[0] if result.predictions else {"skipped": result.skipped})
         return path
     path = out / "predictions.csv"
     names = list(result.predictions[0]["probabilities"]) if result.predictions else []
-    header = ["image", "predicted_class", "probability", *[f"p_{n}" for n in names], "x1", "y1", "x2", "y2", "width", "height"]
-    rows = [
-        [r["image"], r["predicted_class"], f"{r['probability']:.4f}", *[f"{r['probabilities'][n]:.4f}" for n in names],
-         *r["box"], r["width"], r["height"]]
-        for r in result.predictions
-    ]
+    header = ["image", "predicted_class", "probability", *[f"p_{n}" for n in names], "x1", "y1", "x2", "y2",
+              "width", "height", "no_finding", "screening_score", "screening_threshold"]
+    rows = []
+    for r in result.predictions:
+        screening = r.get("screening", {})
+        rows.append(
+            [r["image"], r["predicted_class"], f"{r['probability']:.4f}", *[f"{r['probabilities'][n]:.4f}" for n in names],
+             *r["box"], r["width"], r["height"], r["no_finding"], screening.get("score", ""),
+             "" if screening.get("threshold") is None else screening["threshold"]]
+        )
     write_csv(path, header, rows)
     return path

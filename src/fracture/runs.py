@@ -325,12 +325,30 @@ class LoadedRun:
         return self.layout.root
 
 
+# Data keys that may differ at evaluation time; the others shape what the model sees.
+DATA_OVERRIDABLE = (
+    "root", "yaml", "annotations", "coco_file", "train_split", "val_split", "max_image_pixels",
+    "max_coordinate_overshoot", "batch_size", "cache", "allow_shrink",
+)
+
+
 def load_run(run_dir: str | Path, data_override: dict | None = None, model_file: str = "best.keras") -> LoadedRun:
-    """The run's model, class mapping and data config (`data_override` keys replace the run's).
+    """The run's model, class mapping and data config.
+
+    Args:
+        data_override: `DATA_OVERRIDABLE` keys replacing the run's; None values keep the run's.
 
     Raises:
         RunError: the folder is not a run folder, or its model file is unusable.
+        ValueError: an override key that does not exist or may not change, naming the valid keys.
     """
+    override = {k: v for k, v in (data_override or {}).items() if v is not None}
+    refused = sorted(set(override) - set(DATA_OVERRIDABLE))
+    if refused:
+        raise ValueError(
+            f"data.{', data.'.join(refused)} cannot be set when reusing a run "
+            f"(valid: {', '.join('data.' + k for k in DATA_OVERRIDABLE)})"
+        )
     from omegaconf import OmegaConf
 
     from fracture.data.classes import ClassMapping
@@ -343,7 +361,7 @@ def load_run(run_dir: str | Path, data_override: dict | None = None, model_file:
         if not needed.is_file():
             raise RunError(f"{needed} not found: is {layout.root} a training run folder?")
     run_cfg = OmegaConf.to_container(OmegaConf.load(layout.config), resolve=True)
-    data = {**run_cfg["data"], **(data_override or {})}
+    data = {**run_cfg["data"], **override}
     data.pop("synthetic", None)  # generated at training time; evaluation only reads it
     model = load_model_file(layout.root / model_file)
     return LoadedRun(layout, model, ClassMapping.load(layout.classes), DataConfig.from_mapping(data))

@@ -8,8 +8,11 @@ import shutil
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import PROJECT_ROOT, compose_cfg
 from fracture.evaluation.runner import EvalConfig, evaluate_run
@@ -82,15 +85,19 @@ def test_predict_on_a_folder_skips_and_lists_a_corrupt_file(trained_run, tmp_pat
     for image in sorted(source.glob("*.jpg"))[:3]:
         shutil.copy(image, folder)
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (folder / "scan.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    Image.fromarray(np.full((40, 40, 3), 80, np.uint8)).save(folder / "scan.tif")
     files, is_folder = list_inputs(folder)
     run = load_run(trained_run)
-    result = predict_files(run, files, tmp_path / "out" / "overlays", progress=False)
+    result = predict_files(run, files, tmp_path / "out" / "overlays")
     path = write_predictions(result, tmp_path / "out", is_folder)
-    assert [s["image"] for s in result.skipped] == [str(folder / "corrupt.jpg")]
+    skipped = {Path(s["image"]).name: s["reason"] for s in result.skipped}
+    assert sorted(skipped) == ["corrupt.jpg", "scan.dcm", "scan.tif"]  # listed, then skipped with a reason
+    assert "DICOM" in skipped["scan.dcm"] and "TIFF" in skipped["scan.tif"].upper()
     rows = list(csv.DictReader(path.open()))
     assert len(rows) == 3 and path.name == "predictions.csv"
     assert len(list((tmp_path / "out" / "overlays").glob("*_pred.png"))) == 3
-    assert json.loads((tmp_path / "out" / "skipped.json").read_text())[0]["image"].endswith("corrupt.jpg")
+    assert len(json.loads((tmp_path / "out" / "skipped.json").read_text())) == 3
     for r in result.predictions:
         x1, y1, x2, y2 = r["box"]
         assert 0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1
@@ -117,9 +124,89 @@ def test_onnx_export_round_trip(trained_run, tmp_path):
 
 def test_evaluate_script_prints_the_headline_and_a_bad_run_is_a_clear_error(trained_run, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    root = trained_run.parent / "synthetic"  # data.root= works as documented, without '+'
     ok = subprocess.run([sys.executable, "scripts/evaluate.py", f"run={trained_run}", "split=valid", f"out={tmp_path / 'e'}",
-                         "eval.gradcam_random=1", "eval.gradcam_worst_boxes=0"], cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=300)
+                         f"data.root={root}", "eval.gradcam_random=1", "eval.gradcam_worst_boxes=0"],
+                        cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "accuracy:" in ok.stdout and "95% CI" in ok.stdout
+    assert "split" in ok.stdout and "used" in ok.stdout  # the data accounting table comes first
+    for bad_key in ("+data.batchsize=8", "+data.image_size=64"):
+        refused = subprocess.run([sys.executable, "scripts/evaluate.py", f"run={trained_run}", bad_key],
+                                 cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=120)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        assert "data.root" in refused.stderr  # the refusal names the valid keys
     bad = subprocess.run([sys.executable, "scripts/evaluate.py", f"run={tmp_path / 'missing'}"], cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and "is" in bad.stderr and "config.yaml" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _copy_run_with_model(trained_run, tmp_path, content: bytes):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "classes.json"):
+        shutil.copy(trained_run / name, run)
+    (run / "best.keras").write_bytes(content)
+    return run
+
+
+@pytest.mark.parametrize("script, content", [
+    ("evaluate", "truncated"),
+    ("predict", b"this is a text file, not a model\n"),
+    ("export", b""),
+])
+def test_a_damaged_model_file_is_one_line_naming_it_and_exit_2(trained_run, tmp_path, script, content):
+    if content == "truncated":
+        whole = (trained_run / "best.keras").read_bytes()
+        content = whole[: len(whole) // 2]
+    run = _copy_run_with_model(trained_run, tmp_path, content)
+    args = {"evaluate": [], "predict": [f"input={tmp_path}"], "export": []}[script]
+    out = subprocess.run([sys.executable, f"scripts/{script}.py", f"run={run}", *args], cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(run / "best.keras") in errors[0], out.stderr[-2000:]
+
+
+def test_model_file_problems_are_named(trained_run, tmp_path):
+    import zipfile
+
+    from fracture.runs import RunError, load_model_file
+
+    whole = (trained_run / "best.keras").read_bytes()
+    cases = {
+        "empty.keras": (b"", "empty file"),
+        "text.keras": (b"hello", "not a zip"),
+        "half.keras": (whole[: len(whole) // 2], "not a zip"),
+        "model.h5": (whole, "not a .keras file"),
+    }
+    for name, (content, why) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(RunError, match=why):
+            load_model_file(tmp_path / name)
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as z:
+        z.writestr("readme.txt", "a zip, but no model")
+    with pytest.raises(RunError, match="no config.json"):
+        load_model_file(tmp_path / "other.keras")
+    with pytest.raises(RunError, match="file not found"):
+        load_model_file(tmp_path / "missing.keras")
+
+
+def test_predict_keeps_each_input_folder_apart_and_uses_the_locked_threshold(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval", "predictions", "export"))
+    (run / "screening_threshold.json").write_text(json.dumps({"threshold": 0.42, "target_sensitivity": 0.9, "chosen_on": "valid"}))
+    data = trained_run.parent / "synthetic"
+    outs = {}
+    for split, extra in (("train", []), ("valid", ["threshold=0.99"])):
+        out = subprocess.run([sys.executable, "scripts/predict.py", f"run={run}", f"input={data / split / 'images'}",
+                              "overlays=false", *extra], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        outs[split] = out.stdout
+    assert "screening threshold: 0.42 (locked on valid" in outs["train"]
+    assert "screening threshold: 0.99 (threshold=0.99 given on the command line)" in outs["valid"]
+    folders = sorted(p.name for p in (run / "predictions").iterdir())
+    assert len(folders) == 2 and folders[0].startswith("train_images_") and folders[1].startswith("valid_images_")
+    for folder, threshold in zip(folders, (0.42, 0.99)):
+        rows = list(csv.DictReader((run / "predictions" / folder / "predictions.csv").open()))
+        assert rows and all((float(r["screening_score"]) < threshold) == (r["no_finding"] == "True") for r in rows)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fracture.data.accounting import check_shrink, data_accounting, format_accounting
 from fracture.data.inspect import index_leakage
 from fracture.evaluation import figures
 from fracture.evaluation import metrics as M
-from fracture.evaluation.boxes import box_average_precision
+from fracture.evaluation.boxes import box_metrics
 from fracture.evaluation.report import render_report
 from fracture.runs import LoadedRun, load_run, write_csv, write_json, write_text
 
@@ -136,13 +137,17 @@ def evaluate_run(
         leakage = index_leakage(index) if with_train else None
     except Exception as exc:  # noqa: BLE001 - without a readable train split only the caveat is lost
         index, leakage = index_splits(run, [split], cache_dir), {"error": f"leakage check skipped: {exc}"}
+    accounting = data_accounting(index, splits=[split])
+    print(format_accounting(accounting))
+    check_shrink(accounting, run.data.allow_shrink)
     samples, sizes = samples_of(index, split)
     preds = predict(run, samples, sizes, cfg.batch_size)
     names = run.classes.class_names
     y_true, y_pred, probs = preds.y_true, preds.y_pred, preds.probs
     confidence = probs.max(axis=1)
 
-    result: dict = {"run": str(run.run_dir), "split": split, "data_root": run.data.root, "images": len(samples)}
+    result: dict = {"run": str(run.run_dir), "split": split, "data_root": run.data.root, "images": len(samples),
+                    "data": accounting}
     result["classification"] = M.classification_report(y_true, y_pred, names)
     result["auc"] = M.one_vs_rest_auc(y_true, probs, names)
     result["calibration"] = M.expected_calibration_error(confidence, y_true == y_pred, cfg.calibration_bins)
@@ -157,12 +162,7 @@ def evaluate_run(
     true_boxes = np.array([s.box for s in samples], float)
     has_box = np.array([s.has_box for s in samples], bool)
     ious = M.box_iou(true_boxes, preds.image_boxes)
-    result["boxes"] = {
-        "positives": int(has_box.sum()),
-        "mean_iou": float(ious[has_box].mean()) if has_box.any() else math.nan,
-        "iou_at_least_0_5": float((ious[has_box] >= 0.5).mean()) if has_box.any() else math.nan,
-        **box_average_precision(y_true, true_boxes, has_box, probs, preds.image_boxes, names, negative),
-    }
+    result["boxes"] = box_metrics(y_true, true_boxes, has_box, probs, preds.image_boxes, names, negative)
     result["critical_errors"] = M.critical_errors(y_true, y_pred, confidence, cfg.critical_pairs, names)
     result["leakage"] = leakage
 

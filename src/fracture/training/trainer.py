@@ -231,6 +231,7 @@ def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None =
 
 def _session(cfg, settings: TrainSettings, data_cfg: DataConfig, layout: RunLayout, claim, state, extra_callbacks) -> Session:
     """Seeds, precision, strategy, the indexed data, the model and losses: everything phases share."""
+    from fracture.data.accounting import check_shrink, data_accounting, format_accounting
     from fracture.data.index import build_index
 
     keras.utils.set_random_seed(settings.seed)
@@ -241,6 +242,10 @@ def _session(cfg, settings: TrainSettings, data_cfg: DataConfig, layout: RunLayo
     policy = apply_precision(settings.trainer.precision)
     strategy = make_strategy(settings.trainer.strategy)
     index = build_index(data_cfg, splits=[data_cfg.train_split, data_cfg.val_split], cache_dir=settings.cache_dir)
+    accounting = data_accounting(index)
+    print(format_accounting(accounting))
+    update_run_info(layout.root, data=accounting)
+    check_shrink(accounting, data_cfg.allow_shrink)
     classes = index.classes
     classes.save(layout.classes)
     train_samples = index.split(data_cfg.train_split).samples
