@@ -9,12 +9,13 @@ the format's tolerance.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from fracture.runs import write_json
 
 FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_VARIANTS = ("fp32", "fp16", "int8")
@@ -169,5 +170,5 @@ def export_run(model, out_dir: Path, fmt: str, images: np.ndarray) -> list[Expor
                 check(f"tflite_{variant}", lambda v=variant: export_tflite(saved, out_dir, v), run_tflite, tflite_runtime()[1])
     else:
         check("onnx", lambda: export_onnx(model, out_dir), run_onnx, "onnxruntime")
-    (out_dir / f"export_{fmt}.json").write_text(json.dumps([c.as_dict() for c in checks], indent=2) + "\n")
+    write_json(out_dir / f"export_{fmt}.json", [c.as_dict() for c in checks])
     return checks

@@ -114,7 +114,9 @@ class ClassMapping:
         return json.dumps({**asdict(self), "class_names": self.class_names}, indent=2)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        from fracture.runs import write_text  # the run folder's atomic writer
+
+        write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "ClassMapping":

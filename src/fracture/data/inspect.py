@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from fracture.data.accounting import data_accounting, format_accounting
 from fracture.data.crosscheck import merge_agreement, rename_suggestions
 from fracture.data.index import DatasetIndex
 from fracture.data.leakage import leakage_report
+from fracture.runs import write_json, write_text
 
 GRID_COLUMNS = 4
 GRID_CELL = 256
@@ -271,6 +271,6 @@ def write_inspection(index: DatasetIndex, out_dir: str | Path, grid_split: str |
     grid_split = grid_split or next(iter(index.splits))
     grid_name = f"samples_{grid_split}.png"
     cv2.imwrite(str(out_dir / grid_name), render_grid(index, grid_split))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "report.md").write_text(render_report(summary, grid_name))
+    write_json(out_dir / "summary.json", summary)
+    write_text(out_dir / "report.md", render_report(summary, grid_name))
     return summary
