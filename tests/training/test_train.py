@@ -140,3 +140,25 @@ def test_train_script_prints_the_run_folder_and_tensorboard_command(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "run folder: " + str(tmp_path / "logs" / "demo") in out.stdout
     assert "tensorboard --logdir " in out.stdout
+
+
+def test_a_damaged_dataset_stops_the_run_with_the_reason_unless_allowed(tmp_path):
+    from fracture.data.config import data_config_from_hydra
+    from fracture.data.layout import DatasetError
+
+    cfg = small_run(tmp_path, "trainer.epochs=1")
+    data_config_from_hydra(cfg.data)  # writes the synthetic dataset
+    labels = sorted((tmp_path / "synthetic" / "valid" / "labels").glob("*.txt"))
+    for label in labels[: int(len(labels) * 0.7)]:
+        label.unlink()  # a damaged copy: most valid images lose their label file
+    with pytest.raises(DatasetError, match="valid.*data.allow_shrink=true"):
+        train(cfg, tmp_path / "refused")
+    info = json.loads((tmp_path / "refused" / "run.json").read_text())
+    assert info["status"] == "failed" and "allow_shrink" in info["error"]
+    lost = info["data"]["splits"]["valid"]
+    assert lost["images_left_out"]["no_label_file"] == int(len(labels) * 0.7)
+
+    allowed = train(small_run(tmp_path, "trainer.epochs=1", "data.allow_shrink=true", "task_name=allowed"), tmp_path / "allowed")
+    assert allowed.status == "finished"
+    log = (tmp_path / "allowed" / "train.log").read_text()
+    assert "no label file" in log  # the accounting table was printed before training
