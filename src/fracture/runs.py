@@ -122,15 +122,17 @@ def new_run_dir(log_dir: str | Path, task_name: str, now: datetime | None = None
     return candidate
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call `write(file)` on a temp file beside `path`, fsync it, then rename it over `path`."""
+@contextmanager
+def _atomic_path(path: Path, suffix: str = ".tmp"):
+    """Yield a temp path beside `path` to write in full; then fsync it and rename it over
+    `path`. On any failure (a signal included) the temp file is removed, `path` untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -155,7 +157,8 @@ def _fsync_dir(folder: Path) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     """Write `text` atomically."""
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    with _atomic_path(Path(path)) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -190,19 +193,8 @@ def _json_default(value):
 def save_model(model: "keras.Model", path: str | Path) -> None:
     """`model.save(path)` atomically: Keras writes a temp `.keras` file that is renamed over
     `path` only once complete, so a kill mid-save never leaves a 0-byte or torn checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with _atomic_path(Path(path), suffix=".keras") as tmp:
         model.save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class _Tee:
