@@ -38,6 +38,7 @@ from fracture.runs import (
     console_log,
     load_model_file,
     new_run_dir,
+    read_run_info,
     update_run_info,
     write_json,
     write_text,
@@ -207,8 +208,9 @@ def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None =
         if claim.resumed:
             print(f"Resuming the interrupted run {layout.root} after epoch {state.epoch} (state {state_dir}).")
         write_text(layout.config, OmegaConf.to_yaml(cfg, resolve=True))
-        update_run_info(layout.root, status=RUNNING, started=time.strftime("%Y-%m-%dT%H:%M:%S"), error=None,
-                        resumed=claim.resumed)
+        attempts = read_run_info(layout.root).get("attempts", 0) + 1
+        update_run_info(layout.root, status=RUNNING, started=time.strftime("%Y-%m-%dT%H:%M:%S"), attempts=attempts,
+                        resumed=claim.resumed, error=None, interrupted_at_epoch=None, signal=None)
         try:
             session = _session(cfg, settings, data_config_from_hydra(cfg.data), layout, claim, state, extra_callbacks)
             result = _run(session)
@@ -283,7 +285,7 @@ def _run(session: Session) -> TrainResult:
     """Every phase, then best.keras's validation metrics; the run ends `finished` or `failed`."""
     settings, layout, state = session.settings, session.layout, session.state
     start_time, status, error, epochs_before = time.time(), FINISHED, None, state.epoch
-    phase_reports = list(_read_phase_reports(layout))
+    phase_reports = list(read_run_info(layout.root).get("phases", []))
     for phase in plan_phases(settings.trainer, settings.optimizer, session.data.augment.enabled):
         if phase.name in state.phases_done:
             print(f"Phase {phase.name} already completed in the interrupted run; loading its weights.")
@@ -310,12 +312,6 @@ def _run(session: Session) -> TrainResult:
     else:
         session.claim.lock.release()
     return TrainResult(layout.root, status, metrics, state.epoch - epochs_before)
-
-
-def _read_phase_reports(layout: RunLayout) -> list[dict]:
-    from fracture.runs import read_run_info
-
-    return read_run_info(layout.root).get("phases", [])
 
 
 def _mark_phase_done(phase: Phase, session: Session) -> None:
