@@ -14,10 +14,14 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import keras
+
+from fracture.models.efficientnet_lite import VARIANTS as LITE_VARIANTS
+from fracture.models.efficientnet_lite import EfficientNetLite
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +89,6 @@ def _apps(name: str) -> Callable:
     return getattr(keras.applications, name)
 
 
-def _lite0(**kwargs):
-    from fracture.models.efficientnet_lite import EfficientNetLite0
-
-    return EfficientNetLite0(**kwargs)
-
-
 BACKBONES: dict[str, BackboneSpec] = {
     "densenet121": BackboneSpec(_apps("DenseNet121"), "torch"),
     "densenet169": BackboneSpec(_apps("DenseNet169"), "torch"),
@@ -103,7 +101,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": BackboneSpec(_apps("ResNet50"), "caffe"),
     "mobilenet_v3_small": BackboneSpec(_apps("MobileNetV3Small"), None, (("include_preprocessing", True),)),
     "mobilenet_v3_large": BackboneSpec(_apps("MobileNetV3Large"), None, (("include_preprocessing", True),)),
-    "efficientnet_lite0": BackboneSpec(_lite0, "lite"),
+    **{name: BackboneSpec(partial(EfficientNetLite, name), "lite") for name in LITE_VARIANTS},
     "small_cnn": BackboneSpec(None, "unit"),
 }
 
