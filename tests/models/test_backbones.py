@@ -3,7 +3,7 @@ import pytest
 
 from fracture.models import backbones as B
 
-FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0", "resnet50", "mobilenet_v3_small", "small_cnn"]
+FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenet_v3_small", "small_cnn"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -19,6 +19,7 @@ def test_registry_covers_the_requested_names():
     expected = {"densenet121", "densenet169", "densenet201", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "small_cnn"}
     expected |= {f"efficientnet_b{i}" for i in range(8)}
     expected |= {"efficientnetv2_b0", "efficientnetv2_b1", "efficientnetv2_b2", "efficientnetv2_b3", "efficientnetv2_s"}
+    expected |= {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     assert expected <= set(B.BACKBONES)
 
 
