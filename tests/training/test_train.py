@@ -130,6 +130,13 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
         train(cfg, tmp_path / "run")
 
 
+def test_an_unknown_data_key_added_with_plus_is_refused_before_any_folder(tmp_path):
+    cfg = small_run(tmp_path, "+data.batchsize=8")
+    with pytest.raises(ValueError, match=r"data\.batchsize.*batch_size"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "logs").exists()
+
+
 def test_train_script_prints_the_run_folder_and_tensorboard_command(tmp_path):
     cmd = [
         sys.executable, "scripts/train.py", "experiment=demo", f"data.root={tmp_path / 'syn'}",

@@ -195,6 +195,7 @@ def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None =
     from fracture.data.config import data_config_from_hydra
 
     settings = TrainSettings.from_config(cfg)
+    data_cfg = data_config_from_hydra(cfg.data)  # a bad config key fails here, before any folder exists
     state_dir = settings.log_dir / settings.task_name / ".in_progress" / config_fingerprint(cfg)
     fresh = Path(run_dir) if run_dir else new_run_dir(settings.log_dir, settings.task_name)
     claim = claim_run(state_dir, fresh, settings.trainer.resume)
@@ -212,7 +213,7 @@ def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None =
         update_run_info(layout.root, status=RUNNING, started=time.strftime("%Y-%m-%dT%H:%M:%S"), attempts=attempts,
                         resumed=claim.resumed, error=None, interrupted_at_epoch=None, signal=None)
         try:
-            session = _session(cfg, settings, data_config_from_hydra(cfg.data), layout, claim, state, extra_callbacks)
+            session = _session(cfg, settings, data_cfg, layout, claim, state, extra_callbacks)
             result = _run(session)
         except KeyboardInterrupt as exc:  # RunInterrupted (a signal) or a plain Ctrl-C
             interrupted = exc if isinstance(exc, RunInterrupted) else RunInterrupted()
