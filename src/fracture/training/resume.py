@@ -272,6 +272,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         state = self.state
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.model._initial_epoch = None  # Keras keeps it on the model between fit calls
         if state.phase == self.phase_name and state.weights and state.epoch > self.phase_start:
             if self.model.optimizer is not None and not self.model.optimizer.built:
@@ -291,6 +292,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         state, monitor = self.state, self.monitor
         row = {"epoch": epoch, **{k: _scalar(v) for k, v in (logs or {}).items()}}
+        if not math.isfinite(row.get("loss", 0.0)):
+            print(f"\nEpoch {epoch + 1} ended with a non-finite loss: not committed (a rerun resumes after epoch {state.epoch}).")
+            return
         value = row.get(monitor.name)
         best_improved = monitor.better(value, state.best)
         phase_improved = monitor.better(value, state.phase_best, monitor.min_delta)

@@ -1,0 +1,66 @@
+"""The epoch-end commit on its own: early stopping resumes with its counter, a non-finite
+epoch is never committed, and a weights file is current only once state.json names it."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from fracture.runs import RunLayout
+from fracture.training.resume import EpochCheckpoint, Monitor, Publisher, RunState
+
+
+def _model(lr=0.0):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+    return model
+
+
+class Crash(keras.callbacks.Callback):
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def _fit(model, state_dir, state, layout, extra=(), scale=1.0, epochs=10):
+    checkpoint = EpochCheckpoint(state_dir, state, ("only", 0), Monitor("loss", "min", patience=3), Publisher(layout, model))
+    x = np.ones((8, 3), "float32") * scale
+    history = model.fit(x, np.ones((8, 1), "float32"), epochs=epochs, batch_size=4, verbose=0, callbacks=[checkpoint, *extra])
+    return history
+
+
+def test_early_stopping_stops_at_the_same_epoch_after_a_resume(tmp_path):
+    # lr 0: the loss never improves after epoch 1, so patience 3 stops after epoch 4
+    whole = tmp_path / "whole"
+    _fit(_model(), whole / "state", RunState(), RunLayout(whole / "run"))
+    uninterrupted = [row["epoch"] for row in RunState.load(whole / "state").history]
+    assert uninterrupted == [0, 1, 2, 3]
+
+    state_dir, layout = tmp_path / "state", RunLayout(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_model(), state_dir, RunState(), layout, extra=[Crash(2)])
+    assert RunState.load(state_dir).wait == 1  # the counter is part of the committed state
+    _fit(_model(), state_dir, RunState.load(state_dir), layout)
+    assert [row["epoch"] for row in RunState.load(state_dir).history] == uninterrupted
+    assert layout.history.read_text().count("\n") == len(uninterrupted) + 1
+
+
+def test_a_non_finite_epoch_is_never_committed(tmp_path):
+    state_dir = tmp_path / "state"
+    _fit(_model(1e-2), state_dir, RunState(), RunLayout(tmp_path / "run"), scale=np.inf, epochs=1)
+    assert not (state_dir / "state.json").exists() and not list(state_dir.glob("*.weights.h5"))
+
+
+def test_only_weights_named_by_the_state_are_kept(tmp_path):
+    state_dir = tmp_path / "state"
+    _fit(_model(1e-2), state_dir, RunState(), RunLayout(tmp_path / "run"), epochs=3)
+    state = json.loads((state_dir / "state.json").read_text())
+    kept = sorted(p.name for p in state_dir.glob("*.weights.h5"))
+    assert kept == sorted({state["weights"], state["phase_best_weights"]})
+    assert state["epoch"] == 3 and state["published"] == 3
