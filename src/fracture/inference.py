@@ -153,6 +153,7 @@ def _record(run, p: np.ndarray, box: np.ndarray, h: int, w: int, screening: Scre
         "probabilities": {n: float(v) for n, v in zip(names, p)},
         "box": [round(float(v), 5) for v in image_box],
         "box_pixels": [round(float(v), 1) for v in image_box * [w, h, w, h]],
+        "model_box": [round(float(v), 5) for v in np.clip(box, 0.0, 1.0)],  # on the model input
         "width": w,
         "height": h,
         "no_finding": not screening.is_fracture(p, negative),
