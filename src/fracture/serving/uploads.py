@@ -94,7 +94,7 @@ def sniff(data: bytes) -> str:
 
 def check_pixels(data: bytes, max_pixels: int) -> tuple[int, int]:
     """`(width, height)` read from the header; refuses (422) an image over `max_pixels`
-    before anything is decoded, and bytes no image library can open (415)."""
+    before anything is decoded, and a header that cannot be read (422)."""
     from PIL import Image
 
     try:
@@ -103,7 +103,10 @@ def check_pixels(data: bytes, max_pixels: int) -> tuple[int, int]:
     except Image.DecompressionBombError:
         raise UploadError(422, "too_many_pixels", f"image has more pixels than the limit of {max_pixels}: refused as a decompression bomb") from None
     except (Image.UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UploadError(415, "not_an_image", f"not a readable image ({exc})") from None
+        # the bytes start like an image (sniffed), but its header cannot be read
+        if "truncated" in str(exc).lower():
+            raise UploadError(422, "truncated", f"truncated image: the file ends inside its header ({exc})") from None
+        raise UploadError(422, "corrupt", f"corrupt image: its header cannot be read ({exc})") from None
     if fmt not in DECODABLE_FORMATS:
         raise UploadError(415, "unsupported_format", f"{fmt} images are not supported (JPEG, PNG, BMP, GIF, WebP)")
     if width * height > max_pixels:
