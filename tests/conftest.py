@@ -59,3 +59,30 @@ def write_yolo_dataset(root: Path, names: list[str], splits: dict[str, dict[str,
     spec = {("val" if s == "valid" else s): f"../{s}/images" for s in splits}
     (root / "data.yaml").write_text(yaml.safe_dump({**spec, "nc": len(names), "names": names}))
     return root
+
+
+@pytest.fixture(scope="session")
+def served_run_dir(tmp_path_factory):
+    """A tiny run trained on synthetic data (once per session), its threshold locked on valid:
+    the model the server tests serve."""
+    pytest.importorskip("fastapi", reason="the server needs the serve extra: pip install -e '.[serve]'")
+    from fracture.evaluation.runner import EvalConfig, evaluate_run
+    from fracture.training.trainer import train
+
+    tmp = tmp_path_factory.mktemp("serve_run")
+    cfg = compose_cfg("config", [
+        "experiment=demo", f"data.root={tmp / 'synthetic'}", "data.synthetic.per_class=12",
+        "data.synthetic.min_side=96", "data.synthetic.max_side=128", "data.image_size=48", "data.batch_size=16",
+        "trainer.epochs=1", f"paths.log_dir={tmp / 'logs'}", f"paths.cache_dir={tmp / 'cache'}",
+        "callbacks.progress=0", "callbacks.tensorboard.enabled=false",
+    ])
+    run_dir = train(cfg, tmp / "run").run_dir
+    evaluate_run(run_dir, "valid", cfg=EvalConfig(gradcam_random=0, gradcam_worst_boxes=0, gradcam_max_critical=0))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def served_run(served_run_dir):
+    from fracture.runs import load_run
+
+    return load_run(served_run_dir)

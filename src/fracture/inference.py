@@ -92,14 +92,86 @@ def load_samples_batch(samples: list, num_classes: int, data_cfg) -> tuple[np.nd
     return images.numpy(), targets["box"].numpy()
 
 
-def _load(path: Path, size: int, mode: str):
+def prepare_image(raw, size: int, mode: str) -> np.ndarray:
+    """A decoded uint8 `(H, W, 3)` image -> the model input `(size, size, 3)` float32 raw 0-255,
+    resized exactly as evaluation resizes it (`data.resize`: stretch or letterbox)."""
     import tensorflow as tf
 
-    from fracture.data.pipeline import decode_image, resize_with_boxes
+    from fracture.data.pipeline import resize_with_boxes
 
-    raw = decode_image(tf.constant(str(path)))
-    image, _ = resize_with_boxes(raw, tf.zeros(4), size, mode)
-    return raw.numpy(), tf.clip_by_value(tf.round(image), 0, 255).numpy()
+    image, _ = resize_with_boxes(tf.convert_to_tensor(raw), tf.zeros(4), size, mode)
+    return tf.clip_by_value(tf.round(image), 0, 255).numpy().astype(np.float32)
+
+
+def decode_bytes(data: bytes, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded image bytes -> `(raw uint8 (H, W, 3), model input (size, size, 3))`, with the
+    decoder the training pipeline uses (grayscale, 16-bit, CMYK, alpha all become 8-bit RGB).
+
+    The one decode path of prediction: `predict_files` (files) and the HTTP server (uploads).
+    Raises TensorFlow's error for bytes it cannot decode (`decode_error_reason` says it in words).
+    """
+    import tensorflow as tf
+
+    from fracture.data.pipeline import decode_image_bytes
+
+    raw = decode_image_bytes(tf.constant(data)).numpy()
+    return raw, prepare_image(raw, size, mode)
+
+
+def _load(path: Path, size: int, mode: str):
+    return decode_bytes(Path(path).read_bytes(), size, mode)
+
+
+def predict_batch(run, inputs: list[np.ndarray], sizes: list[tuple[int, int]], screening: Screening,
+                  pad_to: int | None = None) -> list[dict]:
+    """Model inputs (from `decode_bytes`) -> one record per image: class probabilities, the
+    screening decision, and boxes mapped back to each original `(height, width)` image.
+
+    The one batch prediction path: `predict_files` and the HTTP server's batcher call it.
+
+    Args:
+        pad_to: pad the batch with zero images to this many (a fixed shape, no retracing);
+            the padding's outputs are dropped.
+    """
+    batch = np.stack(inputs).astype(np.float32)
+    if pad_to is not None and pad_to > len(batch):
+        batch = np.concatenate([batch, np.zeros((pad_to - len(batch), *batch.shape[1:]), np.float32)])
+    outputs = run.model.predict_on_batch(batch)
+    probs, boxes = np.asarray(outputs["class"])[: len(inputs)], np.asarray(outputs["box"])[: len(inputs)]
+    return [_record(run, p, box, h, w, screening) for p, box, (h, w) in zip(probs, boxes, sizes)]
+
+
+def _record(run, p: np.ndarray, box: np.ndarray, h: int, w: int, screening: Screening) -> dict:
+    from fracture.data.pipeline import model_box_to_image
+
+    names, negative = run.classes.class_names, run.classes.negative_id
+    cls = int(p.argmax())
+    image_box = model_box_to_image(box, h, w, run.data.image_size, run.data.resize)
+    record = {
+        "predicted_class": names[cls],
+        "probability": float(p[cls]),
+        "probabilities": {n: float(v) for n, v in zip(names, p)},
+        "box": [round(float(v), 5) for v in image_box],
+        "box_pixels": [round(float(v), 1) for v in image_box * [w, h, w, h]],
+        "model_box": [round(float(v), 5) for v in np.clip(box, 0.0, 1.0)],  # on the model input
+        "width": w,
+        "height": h,
+        "no_finding": not screening.is_fracture(p, negative),
+    }
+    if negative is not None:
+        record["screening"] = {"score": round(float(1.0 - p[negative]), 5), "threshold": screening.threshold}
+    # Detections as a list (one box head today; a multi-box detector will return several).
+    # No box when the decision is "no finding"; the box's class is the most probable
+    # finding class (not "no finding" when the threshold, not the argmax, decided fracture).
+    record["boxes"] = []
+    if not record["no_finding"]:
+        finding = p.copy()
+        if negative is not None and len(p) > 1:
+            finding[negative] = -1.0
+        box_cls = int(finding.argmax())
+        record["boxes"].append({"class": names[box_cls], "score": round(float(p[box_cls]), 5),
+                                "box": record["box"], "box_pixels": record["box_pixels"]})
+    return record
 
 
 def predict_files(
@@ -115,14 +187,10 @@ def predict_files(
     """
     from tqdm import tqdm
 
-    from fracture.data.pipeline import model_box_to_image
-
     files = list(files)
     size, mode = run.data.image_size, run.data.resize
-    names = run.classes.class_names
     result = PredictionResult()
     screening = screening or screening_for(run)
-    negative = run.classes.negative_id
     bar = tqdm(total=len(files), unit="img", disable=len(files) < 2)
     for start in range(0, len(files), batch_size):
         loaded = []
@@ -134,31 +202,15 @@ def predict_files(
             try:
                 raw, model_input = _load(path, size, mode)
             except Exception as exc:  # noqa: BLE001 - any decode failure skips the file, listed
-                result.skipped.append({"image": str(path), "reason": _reason(exc)})
+                result.skipped.append({"image": str(path), "reason": decode_error_reason(exc)})
                 continue
             loaded.append((path, raw, model_input))
         bar.update(len(files[start : start + batch_size]))
         if not loaded:
             continue
-        outputs = run.model.predict_on_batch(np.stack([m for _, _, m in loaded]).astype(np.float32))
-        probs, boxes = np.asarray(outputs["class"]), np.asarray(outputs["box"])
-        for (path, raw, _), p, box in zip(loaded, probs, boxes):
-            h, w = raw.shape[:2]
-            cls = int(p.argmax())
-            image_box = model_box_to_image(box, h, w, size, mode)
-            record = {
-                "image": str(path),
-                "predicted_class": names[cls],
-                "probability": float(p[cls]),
-                "probabilities": {n: float(v) for n, v in zip(names, p)},
-                "box": [round(float(v), 5) for v in image_box],
-                "box_pixels": [round(float(v), 1) for v in image_box * [w, h, w, h]],
-                "width": w,
-                "height": h,
-                "no_finding": not screening.is_fracture(p, negative),
-            }
-            if negative is not None:
-                record["screening"] = {"score": round(float(1.0 - p[negative]), 5), "threshold": screening.threshold}
+        records = predict_batch(run, [m for _, _, m in loaded], [raw.shape[:2] for _, raw, _ in loaded], screening)
+        for (path, raw, _), record in zip(loaded, records):
+            record = {"image": str(path), **record}
             if overlay_dir is not None:
                 record["overlay"] = str(draw_overlay(raw, record, Path(overlay_dir) / f"{path.stem}_pred.png"))
             result.predictions.append(record)
@@ -166,7 +218,7 @@ def predict_files(
     return result
 
 
-def _reason(exc: Exception) -> str:
+def decode_error_reason(exc: Exception) -> str:
     """TF's decode error without its op-name noise."""
     import re
 
@@ -175,7 +227,14 @@ def _reason(exc: Exception) -> str:
 
 
 def draw_overlay(image: np.ndarray, record: dict, path: Path) -> Path:
-    """The image with the predicted box and "class probability" label."""
+    """Save `render_overlay(image, record)` as a PNG at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    render_overlay(image, record).save(path)
+    return path
+
+
+def render_overlay(image: np.ndarray, record: dict):
+    """The image (PIL, RGB) with the predicted box and "class probability" label."""
     from PIL import Image, ImageDraw
 
     canvas = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
@@ -190,9 +249,7 @@ def draw_overlay(image: np.ndarray, record: dict, path: Path) -> Path:
     text_box = draw.textbbox((x, max(0, y - 14)), label)
     draw.rectangle(text_box, fill=(0, 0, 0))
     draw.text((x, max(0, y - 14)), label, fill=(255, 255, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
+    return canvas
 
 
 def write_predictions(result: PredictionResult, out: Path, folder: bool) -> Path:

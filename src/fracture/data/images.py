@@ -151,6 +151,32 @@ def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+# Leading bytes of each format, for `sniff_format` (offset, magic, format).
+_MAGICS = (
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
+    (0, b"GIF87a", "GIF"),
+    (0, b"GIF89a", "GIF"),
+    (0, b"BM", "BMP"),
+    (0, TIFF_MAGIC[0], "TIFF"),
+    (0, TIFF_MAGIC[1], "TIFF"),
+    (DICOM_MAGIC_OFFSET, DICOM_MAGIC, "DICOM"),
+)
+SNIFF_BYTES = DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format of content starting with `head` (at least `SNIFF_BYTES` bytes when
+    there are that many), by magic bytes alone, never a file name: JPEG, PNG, GIF, BMP, WEBP,
+    TIFF or DICOM; None for anything else."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    for offset, magic, fmt in _MAGICS:
+        if head[offset : offset + len(magic)] == magic:
+            return fmt
+    return None
+
+
 def unsupported_status(path: str | Path) -> str | None:
     """`UNSUPPORTED_TIFF` / `UNSUPPORTED_DICOM` for a file this project lists but cannot
     decode (by suffix, else by magic bytes), None for anything else."""
@@ -205,13 +231,14 @@ def probe_image(path: str | Path, max_pixels: int = 50_000_000) -> ImageProbe:
             tf.io.read_file(str(path)), channels=3, expand_animations=False
         ).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError):
-        return ImageProbe(_why_undecodable(path), width, height, mode, notes)
+        return ImageProbe(why_undecodable(path), width, height, mode, notes)
     return ImageProbe(OK, width, height, mode, notes, perceptual_hash(decoded))
 
 
-def _why_undecodable(path: Path) -> str:
+def why_undecodable(source) -> str:
+    """`TRUNCATED` or `CORRUPT` for an image (a path or a binary file object) the decoder refused."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()
     except OSError as exc:
         if "truncated" in str(exc):

@@ -29,7 +29,12 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 def decode_image(path: tf.Tensor) -> tf.Tensor:
     """Any JPEG/PNG/BMP/GIF (grayscale, 16-bit, CMYK, alpha) -> uint8 `(H, W, 3)`."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return decode_image_bytes(tf.io.read_file(path))
+
+
+def decode_image_bytes(data: tf.Tensor) -> tf.Tensor:
+    """Encoded bytes -> uint8 `(H, W, 3)`: the one decoder of training, evaluation and prediction."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
 
