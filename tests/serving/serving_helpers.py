@@ -5,7 +5,6 @@ import struct
 import time
 import zlib
 
-import numpy as np
 from PIL import Image
 
 

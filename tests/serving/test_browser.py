@@ -10,9 +10,7 @@ import socket
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
