@@ -2,6 +2,9 @@
 
 Writes the run folder (Hydra's run dir; see fracture.training.trainer) and prints it with
 the TensorBoard command. Rerunning an interrupted command resumes it.
+
+Multi-worker: run the same command on every machine, each with its TF_CONFIG (README,
+"Past one machine"); only the chief writes the run folder.
 """
 
 import sys
@@ -41,4 +44,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from fracture.training.cluster import hydra_worker_overrides
+
+    sys.argv += hydra_worker_overrides()  # a multi-worker run: only the chief makes a run folder
     main()

@@ -34,6 +34,7 @@ from fracture.models.classifier import FractureModel, ModelConfig, build_model, 
 from fracture.models.losses import ClassWeightConfig, LossConfig, build_losses, class_counts, compute_class_weights
 from fracture.models.metrics import build_metrics
 from fracture.training import callbacks as cb
+from fracture.training import cluster
 from fracture.training.distribute import make_strategy
 from fracture.training.feature_cache import (
     CachedFeatures,
@@ -63,6 +64,8 @@ class TrainerConfig:
     feature_cache_max_memory_gb: float = 4.0
     precision: str = "auto"
     strategy: str = "auto"
+    data_sharding: str = "data"
+    sync_batchnorm: bool = True
     deterministic: bool = False
     resume: bool = True
     max_minutes: float | None = None
@@ -131,6 +134,8 @@ def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> Trai
 
     run_dir = Path(run_dir)
     state_dir = Path(cfg.paths.log_dir) / cfg.task_name / ".in_progress" / config_fingerprint(cfg)
+    task = cluster.task_from_env(trainer.strategy, trainer.data_sharding)  # multi-worker: only the chief writes run_dir
+    run_dir, state_dir = cluster.worker_dirs(run_dir, state_dir, task)
     resumed_from = None
     if trainer.resume and (state_dir / "run_dir.txt").is_file():
         original = Path((state_dir / "run_dir.txt").read_text().strip())
@@ -144,15 +149,17 @@ def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> Trai
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
+    # the strategy first: MultiWorkerMirroredStrategy must come before anything initialises
+    # the TF runtime (apply_precision's device query does)
+    strategy = make_strategy(trainer.strategy)
     keras.utils.set_random_seed(int(cfg.seed))
     if trainer.deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
     policy = apply_precision(trainer.precision)
-    strategy = make_strategy(trainer.strategy)
 
-    data_cfg = data_config_from_hydra(cfg.data)
+    data_cfg = cluster.worker_data_config(data_config_from_hydra(cfg.data), task)
     index = build_index(data_cfg, splits=[data_cfg.train_split, data_cfg.val_split], cache_dir=cfg.paths.cache_dir)
     classes = index.classes
     classes.save(run_dir / "classes.json")
@@ -165,6 +172,8 @@ def train(cfg, run_dir: str | Path, extra_callbacks: list | None = None) -> Trai
 
     with strategy.scope():
         fm = build_model(model_cfg, classes.num_classes, data_cfg.image_size)
+        if trainer.sync_batchnorm:
+            cluster.sync_batchnorm(fm.model, strategy)
     losses, loss_weights = build_losses(loss_cfg)
     info = {
         "backbone": model_cfg.backbone,
@@ -253,13 +262,23 @@ def _run_phase(
         print(f"features ready in {time.time() - started:.1f} s")
     else:
         fit_model = fm.model
-        train_ds = make_dataset(train_samples, classes.num_classes, data_cfg, True, class_weights, augment=phase.augment)
-        train_ds = _limit(train_ds, trainer.max_train_batches)
+        train_ds = cluster.distribute_train_data(  # data_sharding=file: this worker's files
+            strategy,
+            lambda shard, b: _limit(
+                make_dataset(
+                    train_samples, classes.num_classes, data_cfg, True, class_weights,
+                    batch_size=b, augment=phase.augment, shard=shard,
+                ),
+                trainer.max_train_batches,
+            ),
+            trainer.data_sharding,
+            batch,
+        )
         val_ds = _limit(val_ds, trainer.max_val_batches)
 
     steps = trainer.max_train_batches or -(-len(train_samples) // batch)
-    metrics, weighted_metrics = build_metrics(classes.num_classes, cfg.model.get("class_metric", "f1"))
-    with strategy.scope():
+    with strategy.scope():  # metrics too: their variables must be the strategy's to add up across workers
+        metrics, weighted_metrics = build_metrics(classes.num_classes, cfg.model.get("class_metric", "f1"))
         optimizer = build_optimizer(opt_cfg, phase.learning_rate, steps, phase.end - phase.start, batch)
         fit_model.compile(
             optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics=metrics, weighted_metrics=weighted_metrics
