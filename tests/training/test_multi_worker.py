@@ -2,12 +2,16 @@
 (TF_CONFIG on loopback ports, CPU, the synthetic demo, a few batches) against a 1-process
 run with the same global batch and seed. Plus the cluster helpers' pure parts.
 
-Tolerance, measured: with `trainer.deterministic=true` and dropout 0, the 2-worker weights
-matched the 1-worker weights to 2e-5 (largest absolute difference; weights up to 0.2 after
-6 AdamW steps at lr 3e-3, i.e. steps of up to 3e-3) and every history.csv value to 2e-6
-relative: the same augmented batches (DATA sharding), global BatchNorm statistics
-(sync_batchnorm), the full gradient clipped; only the order of float additions differs.
-The test allows 1e-4 on weights and history.
+Tolerance, measured: with `trainer.deterministic=true` and dropout 0, after 6 AdamW steps
+(lr up to 3e-3, so a step moves a weight by up to ~3e-3) the 2-worker weights differ from
+the 1-worker weights by a median 3e-8, 99% of them by under 6e-6, the largest by 1e-4
+(a few hundred of 93k); history.csv values by under 1e-4 relative. The batches are the
+same (DATA sharding), BatchNorm statistics global (sync_batchnorm), the full gradient
+clipped; only the order of float additions differs, and Adam turns that into the tail:
+where a gradient is ~0 its normalised step follows rounding noise. The test allows
+99% within 1e-4, all within 1e-3 (a third of one step) and history within 1e-3; the
+mistakes this guards against (other batches, per-replica BatchNorm or clipping, a
+shifted shuffle) moved weights by 1e-2 and losses by 2% in the same setting.
 Why those two settings: without op determinism, augmentation does not repeat even between
 two 1-process runs (its random layers draw from a stateful seed generator inside a parallel
 tf.data map); dropout masks are drawn per replica for its half batch (and both replicas
@@ -25,8 +29,9 @@ import pytest
 from conftest import PROJECT_ROOT, compose_cfg
 from fracture.training import cluster
 
-WEIGHT_ATOL = 1e-4
-HISTORY_RTOL = 1e-4  # both measured ~10x below these
+WEIGHT_ATOL = 1e-3  # every weight (largest measured: 1e-4)
+WEIGHT_ATOL_99 = 1e-4  # 99% of weights (measured: 6e-6)
+HISTORY_RTOL = 1e-3  # every history.csv value (largest measured: 7e-5)
 
 
 def _overrides(tmp_path, log_dir):
@@ -103,9 +108,10 @@ def test_two_workers_train_like_one_and_only_the_chief_writes(tmp_path):
         np.testing.assert_allclose([b[k] for k in a], [a[k] for k in a], rtol=HISTORY_RTOL, atol=1e-6)
     w1, w2 = _weights(tmp_path / "one" / "last.keras"), _weights(run / "last.keras")
     assert w1.keys() == w2.keys()
-    worst = max(float(np.abs(w1[k] - w2[k]).max()) for k in w1)
-    print(f"largest weight difference, 2 workers vs 1: {worst:.2g}")
-    assert worst < WEIGHT_ATOL, worst
+    diff = np.concatenate([np.abs(w1[k] - w2[k]).ravel() for k in w1])
+    p99, worst = float(np.quantile(diff, 0.99)), float(diff.max())
+    print(f"weights, 2 workers vs 1: 99% within {p99:.2g}, all within {worst:.2g}")
+    assert p99 < WEIGHT_ATOL_99 and worst < WEIGHT_ATOL, (p99, worst)
 
 
 def test_task_and_chief_from_tf_config():
