@@ -25,8 +25,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import PROJECT_ROOT, compose_cfg
+
 from fracture.training import cluster
 
 WEIGHT_ATOL = 1e-3  # every weight (largest measured: 1e-4)
@@ -153,3 +153,10 @@ def test_file_sharding_gives_equal_shards(synthetic_root):
         ds = make_dataset(samples, num_classes, cfg, training=False, shard=(3, index))
         counts.append(sum(int(images.shape[0]) for images, _, _ in ds))
     assert counts == [len(samples) // 3] * 3
+
+
+def test_a_failed_worker_gets_its_peers_killed_not_waited_for():
+    sleep, fail = [sys.executable, "-c", "import time; time.sleep(60)"], [sys.executable, "-c", "raise SystemExit(3)"]
+    results = cluster.run_processes([sleep, fail], [None, None], timeout=120, grace=1)
+    assert [code for code, _ in results] == [-9, 3]
+    assert cluster.run_processes([sleep], [None], timeout=1)[0][0] == -9

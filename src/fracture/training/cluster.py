@@ -36,9 +36,9 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -219,18 +219,22 @@ def run_processes(
     failed the others get `grace` seconds to finish before they are killed. Output goes to
     files, not pipes: a full pipe would block a worker and, through it, the whole cluster.
     """
+    import contextlib
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="fracture-cluster-") as folder:
-        logs = [open(Path(folder) / f"{i}.log", "w+") for i in range(len(commands))]
+    with tempfile.TemporaryDirectory(prefix="fracture-cluster-") as folder, contextlib.ExitStack() as files:
+        logs = [files.enter_context(open(Path(folder) / f"{i}.log", "w+")) for i in range(len(commands))]
         procs = [
             subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
             for cmd, env, log in zip(commands, envs, logs)
         ]
         deadline = time.monotonic() + timeout
         try:
-            while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-                if any(p.returncode not in (None, 0) for p in procs):
+            while time.monotonic() < deadline:
+                codes = [p.poll() for p in procs]
+                if None not in codes:
+                    break
+                if any(code not in (None, 0) for code in codes):
                     deadline = min(deadline, time.monotonic() + grace)
                 time.sleep(0.2)
         finally:
@@ -242,7 +246,6 @@ def run_processes(
         for p, log in zip(procs, logs):
             log.seek(0)
             results.append((p.returncode, log.read()))
-            log.close()
         return results
 
 

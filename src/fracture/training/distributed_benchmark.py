@@ -93,7 +93,13 @@ def _worker(spec: WorkerSpec) -> dict:
     from fracture.data.index import build_index
     from fracture.data.pipeline import make_dataset
     from fracture.models.classifier import ModelConfig, build_model
-    from fracture.models.losses import ClassWeightConfig, LossConfig, build_losses, class_counts, compute_class_weights
+    from fracture.models.losses import (
+        ClassWeightConfig,
+        LossConfig,
+        build_losses,
+        class_counts,
+        compute_class_weights,
+    )
     from fracture.training import cluster
     from fracture.training.benchmark import EpochTimer
     from fracture.training.optim import OptimizerConfig, build_optimizer
