@@ -3,6 +3,9 @@
 Writes the run folder (fracture.runs; <paths.log_dir>/<task_name>/<time>/) and prints it
 with the TensorBoard command. Rerunning an interrupted command resumes it; Ctrl-C or
 SIGTERM stops it as `interrupted` (exit 130 / 143), ready to resume.
+
+Multi-worker: run the same command on every machine, each with its TF_CONFIG (README,
+"Past one machine"); only the chief writes the run folder.
 """
 
 import sys

@@ -158,6 +158,7 @@ def make_dataset(
     cache: str | None = None,
     batch_size: int | None = None,
     augment: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Build the input pipeline for one split.
 
@@ -170,7 +171,13 @@ def make_dataset(
         cache: overrides `cfg.cache`: "memory", a file path prefix, or None for no cache.
         batch_size: overrides `cfg.batch_size`.
         augment: overrides whether to augment (default: `training and cfg.augment.enabled`).
+        shard: `(num_shards, index)`: only every num_shards-th sample, from a list cut to a
+            multiple of num_shards so all shards are the same size (multi-worker
+            `trainer.data_sharding=file`; see fracture.training.cluster).
     """
+    if shard is not None:
+        num, index = shard
+        samples = list(samples)[: len(samples) - len(samples) % num][index::num]
     if not samples:
         raise ValueError("make_dataset got no samples; the split is empty after filtering.")
     cache = cfg.cache if cache is None else cache
@@ -213,4 +220,13 @@ def make_dataset(
         return images, targets, sample_weights
 
     ds = ds.map(to_targets, num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return with_data_sharding(ds.prefetch(AUTOTUNE))
+
+
+def with_data_sharding(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Under a multi-worker strategy, each worker keeps its slice of every global batch
+    (`AutoShardPolicy.DATA`): the same batches as one process. AUTO would try FILE first,
+    which cannot shard a dataset built from a list of paths. No effect on one machine."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)

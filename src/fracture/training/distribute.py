@@ -52,6 +52,10 @@ def make_strategy(requested: str):
     )
     if name == "default":
         return tf.distribute.get_strategy()
+    if name in ("mirrored", "multi_worker"):
+        from fracture.training.cluster import install_keras_fixes
+
+        install_keras_fixes()  # Keras 3 fit under these strategies; see fracture.training.cluster
     if name == "mirrored":
         # Without GPUs, mirror over the logical CPUs (set_logical_device_configuration):
         # how the strategy is exercised on machines with no accelerator.

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fracture.data.pipeline import with_data_sharding
+
 FEATURE_CACHE_MODES = ("auto", "memory", "file", "off")
 
 
@@ -103,11 +105,11 @@ def feature_dataset(cached: CachedFeatures, batch_size: int, shuffle: bool, seed
         )
         ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
         # A known length lets Keras re-iterate it each epoch like any finite dataset.
-        return ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size))).prefetch(2)
+        return with_data_sharding(ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size))).prefetch(2))
     ds = tf.data.Dataset.from_tensor_slices((cached.features, cached.targets, cached.sample_weights))
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return with_data_sharding(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def choose_cache_mode(requested: str, needed_bytes: int, max_memory_gb: float) -> str:

@@ -117,8 +117,11 @@ class RunClaim:
         self.lock.release()
 
 
-def claim_run(state_dir: Path, fresh_dir: Path, resume: bool) -> RunClaim:
+def claim_run(state_dir: Path, fresh_dir: Path, resume: bool, temporary_folder: bool = False) -> RunClaim:
     """Lock `state_dir`, then continue the run it points at (`resume`) or start `fresh_dir`.
+
+    `temporary_folder`: the run folder is a temporary one that is gone after each attempt (a
+    non-chief worker's); its committed state is resumed in `fresh_dir`.
 
     Raises:
         RunLockedError: another live process trains this config; the message names its
@@ -139,6 +142,10 @@ def claim_run(state_dir: Path, fresh_dir: Path, resume: bool) -> RunClaim:
     if resume and original is not None and original.is_dir():
         # also before any committed epoch: the run goes on in its folder, never in a second one
         return RunClaim(original, state_dir, lock, True, note)
+    if resume and temporary_folder and (state_dir / STATE_FILE).is_file():
+        fresh_dir.mkdir(parents=True, exist_ok=True)
+        write_text(pointer, f"{fresh_dir}\n")
+        return RunClaim(fresh_dir, state_dir, lock, True, note)
     for stale in [*state_dir.glob("*.weights.h5"), state_dir / STATE_FILE]:
         stale.unlink(missing_ok=True)
     fresh_dir.mkdir(parents=True, exist_ok=True)

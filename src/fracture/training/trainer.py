@@ -44,6 +44,7 @@ from fracture.runs import (
     write_text,
 )
 from fracture.training import callbacks as cb
+from fracture.training import cluster
 from fracture.training.distribute import make_strategy
 from fracture.training.feature_cache import choose_cache_mode, compute_features, feature_bytes, feature_dataset
 from fracture.training.optim import OptimizerConfig, build_optimizer
@@ -66,6 +67,8 @@ class TrainerConfig:
     feature_cache_max_memory_gb: float = 4.0
     precision: str = "auto"
     strategy: str = "auto"
+    data_sharding: str = "data"
+    sync_batchnorm: bool = True
     deterministic: bool = False
     resume: bool = True
     max_minutes: float | None = None
@@ -195,10 +198,13 @@ def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None =
     from fracture.data.config import data_config_from_hydra
 
     settings = TrainSettings.from_config(cfg)
-    data_cfg = data_config_from_hydra(cfg.data)  # a bad config key fails here, before any folder exists
+    # multi-worker: only the chief writes the run folder; see fracture.training.cluster
+    task = cluster.task_from_env(settings.trainer.strategy, settings.trainer.data_sharding)
+    data_cfg = cluster.worker_data_config(data_config_from_hydra(cfg.data), task)  # a bad key fails here, before any folder
     state_dir = settings.log_dir / settings.task_name / ".in_progress" / config_fingerprint(cfg)
     fresh = Path(run_dir) if run_dir else new_run_dir(settings.log_dir, settings.task_name)
-    claim = claim_run(state_dir, fresh, settings.trainer.resume)
+    fresh, state_dir = cluster.worker_dirs(fresh, state_dir, task)
+    claim = claim_run(state_dir, fresh, settings.trainer.resume, temporary_folder=not task.is_chief)
     layout = RunLayout(claim.run_dir)
     state = RunState.load(state_dir) if claim.resumed else RunState()
     with console_log(layout.train_log) as log, _signals_raise_interrupt():
@@ -237,13 +243,15 @@ def _session(cfg, settings: TrainSettings, data_cfg: DataConfig, layout: RunLayo
     from fracture.data.accounting import check_shrink, data_accounting, format_accounting
     from fracture.data.index import build_index
 
+    # the strategy first: MultiWorkerMirroredStrategy must be built before anything starts
+    # the TF runtime (apply_precision's device query does)
+    strategy = make_strategy(settings.trainer.strategy)
     keras.utils.set_random_seed(settings.seed)
     if settings.trainer.deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
     policy = apply_precision(settings.trainer.precision)
-    strategy = make_strategy(settings.trainer.strategy)
     index = build_index(data_cfg, splits=[data_cfg.train_split, data_cfg.val_split], cache_dir=settings.cache_dir)
     accounting = data_accounting(index)
     print(format_accounting(accounting))
@@ -259,6 +267,8 @@ def _session(cfg, settings: TrainSettings, data_cfg: DataConfig, layout: RunLayo
     print(f"class weights: {dict(zip(classes.class_names, (round(float(w), 3) for w in class_weights)))}")
     with strategy.scope():
         fm = build_model(settings.model, classes.num_classes, data_cfg.image_size)
+        if settings.trainer.sync_batchnorm:
+            cluster.sync_batchnorm(fm.model, strategy)
     losses, loss_weights = build_losses(settings.loss)
     update_run_info(
         layout.root,
@@ -330,8 +340,8 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
     set_backbone_trainable(fm.backbone, phase.trainable_layers, _freeze_batchnorm(settings.trainer, fm))
     fit_model, train_ds, val_ds, mode, release = _phase_data(phase, session)
     steps = settings.trainer.max_train_batches or -(-len(session.train_samples) // data_cfg.batch_size)
-    metrics, weighted_metrics = build_metrics(session.classes.num_classes, settings.class_metric)
-    with session.strategy.scope():
+    with session.strategy.scope():  # metrics too: their variables must be the strategy's to add up across workers
+        metrics, weighted_metrics = build_metrics(session.classes.num_classes, settings.class_metric)
         optimizer = build_optimizer(settings.optimizer, phase.learning_rate, steps, phase.end - phase.start, data_cfg.batch_size)
         fit_model.compile(
             optimizer=optimizer, loss=session.losses, loss_weights=session.loss_weights,
@@ -382,8 +392,17 @@ def _phase_data(phase: Phase, session: Session):
         needed = feature_bytes(fm.backbone, len(session.train_samples) + len(session.val_samples))
         mode = choose_cache_mode(trainer.feature_cache, needed, trainer.feature_cache_max_memory_gb)
     if mode == "off":
-        train_ds = make_dataset(session.train_samples, num_classes, data_cfg, True, weights, augment=phase.augment)
-        return fm.model, _limit(train_ds, trainer.max_train_batches), _limit(val_ds, trainer.max_val_batches), mode, lambda: None
+        train_ds = cluster.distribute_train_data(  # data_sharding=file: this worker's files only
+            session.strategy,
+            lambda shard, batch: _limit(
+                make_dataset(session.train_samples, num_classes, data_cfg, True, weights,
+                             batch_size=batch, augment=phase.augment, shard=shard),
+                trainer.max_train_batches,
+            ),
+            trainer.data_sharding,
+            data_cfg.batch_size,
+        )
+        return fm.model, train_ds, _limit(val_ds, trainer.max_val_batches), mode, lambda: None
     started = time.time()
     print(f"Phase {phase.name}: computing frozen-backbone features once ({mode} cache).")
     # unshuffled and unaugmented: the features are shuffled per epoch by feature_dataset
