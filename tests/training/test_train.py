@@ -3,6 +3,7 @@ it learns (beats chance), fills the run folder, and resumes an interrupted run."
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import keras
 import pytest
 
 from conftest import PROJECT_ROOT, compose_cfg
-from fracture.training.trainer import TrainerConfig, plan_phases, train
+from fracture.training.trainer import RunInterrupted, TrainerConfig, plan_phases, train
 from fracture.training.optim import OptimizerConfig
 
 
@@ -44,6 +45,22 @@ class CrashAtEpoch(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.epoch:
             raise KeyboardInterrupt(f"simulated crash at epoch {epoch + 1}")
+
+
+class SwallowedSignalAtEpoch(keras.callbacks.Callback):
+    """SIGTERM arrives while library code runs a bare `except:` (Keras' save_model does) and eats
+    the handler's exception: the run must still stop."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            try:
+                signal.raise_signal(signal.SIGTERM)  # the handler runs, and raises, inside this call
+            except BaseException:  # noqa: BLE001 - the swallow under test
+                pass
 
 
 def history_rows(run_dir):
@@ -102,6 +119,16 @@ def test_interrupted_run_resumes_at_the_epoch_it_reached(tmp_path):
     assert [(p["name"], p["first_epoch"], p["epochs"]) for p in info["phases"]] == [("frozen", 1, 1), ("fine_tune", 3, 2)]
     assert "Resuming" in (first / "train.log").read_text()
     assert not list((tmp_path / "logs").glob("*/.in_progress/*"))  # state removed when done
+
+
+def test_a_signal_that_library_code_swallows_still_stops_the_run(tmp_path):
+    cfg = small_run(tmp_path, "trainer.epochs=4", "trainer.freeze_epochs=0", "callbacks.early_stopping.enabled=false")
+    with pytest.raises(RunInterrupted) as stopped:
+        train(cfg, tmp_path / "run", extra_callbacks=[SwallowedSignalAtEpoch(1)])
+    assert stopped.value.exit_code == 143
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["interrupted_at_epoch"] == 2 and info["signal"] == "SIGTERM"
+    assert [int(r["epoch"]) for r in history_rows(tmp_path / "run")] == [0]  # stopped at epoch 2's first batch
 
 
 def test_frozen_phase_uses_the_feature_cache_and_records_it(tmp_path):

@@ -207,7 +207,7 @@ def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None =
     claim = claim_run(state_dir, fresh, settings.trainer.resume, temporary_folder=not task.is_chief)
     layout = RunLayout(claim.run_dir)
     state = RunState.load(state_dir) if claim.resumed else RunState()
-    with console_log(layout.train_log) as log, _signals_raise_interrupt():
+    with console_log(layout.train_log) as log, SignalGuard() as signals:
         print(f"run folder: {layout.root}")
         print(f"TensorBoard: tensorboard --logdir {layout.tensorboard}")
         if claim.note:
@@ -219,7 +219,7 @@ def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None =
         update_run_info(layout.root, status=RUNNING, started=time.strftime("%Y-%m-%dT%H:%M:%S"), attempts=attempts,
                         resumed=claim.resumed, error=None, interrupted_at_epoch=None, signal=None)
         try:
-            session = _session(cfg, settings, data_cfg, layout, claim, state, extra_callbacks)
+            session = _session(cfg, settings, data_cfg, layout, claim, state, [*(extra_callbacks or []), signals])
             result = _run(session)
         except KeyboardInterrupt as exc:  # RunInterrupted (a signal) or a plain Ctrl-C
             interrupted = exc if isinstance(exc, RunInterrupted) else RunInterrupted()
@@ -447,21 +447,43 @@ def evaluate_best(session: Session) -> dict:
     }
 
 
-class _signals_raise_interrupt:
-    """While training, SIGINT and SIGTERM raise `RunInterrupted` (main thread only)."""
+class SignalGuard(keras.callbacks.Callback):
+    """While training, SIGINT and SIGTERM raise `RunInterrupted` (main thread only).
+
+    A handler's exception lands wherever the main thread is, and some library code swallows
+    it: Keras' `save_model` wraps its temp file in a bare `except:` and carries on. So the
+    signal is also remembered, and as a callback (the last one of every `fit`) the guard raises
+    it again at the next batch end, or at the epoch end once the epoch is committed.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+    def __init__(self):
+        super().__init__()
+        self.previous, self.received = {}, None
+
     def __enter__(self):
-        self.previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._raise)
         return self
 
-    @staticmethod
-    def _raise(signum, frame):
+    def _raise(self, signum, frame):
+        self.received = signum
         raise RunInterrupted(signum)
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise RunInterrupted(self.received)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check()
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
