@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fracture.evaluation import metrics as m
-from fracture.evaluation.boxes import box_average_precision, box_metrics
+from fracture.evaluation.boxes import ImageBoxes, box_average_precision, box_metrics
 
 
 def test_wilson_interval_matches_the_textbook_values():
@@ -74,7 +74,7 @@ def test_box_ap_toy_set_with_known_answer():
     # image 2 (no finding): a low-scored detection of class a, score 0.3
     probs = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.3, 0.1, 0.6]])
     pred_boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.2, 0.2], [0.3, 0.3, 0.6, 0.6]])
-    ap = box_average_precision(true_classes, true_boxes, has_box, probs, pred_boxes, names, negative_id=2)
+    ap = box_average_precision(ImageBoxes(true_classes, true_boxes, has_box, probs, pred_boxes), names, negative_id=2)
     # ranked: TP (P=1, R=.5), FP, FP -> precision 1 for recall 0..0.5: 51 of 101 recall points
     assert ap["per_class"]["a"]["ap50"] == pytest.approx(51 / 101)
     assert ap["no_ground_truth"] == ["b"] and ap["ap50"] == pytest.approx(51 / 101)
@@ -175,7 +175,7 @@ def test_box_metrics_without_positives_and_ap_without_ground_truth_say_why():
     names = ["a", "b", "no finding"]
     probs = np.array([[0.2, 0.1, 0.7], [0.1, 0.2, 0.7]])
     boxes = np.array([[0.1, 0.1, 0.4, 0.4], [0.2, 0.2, 0.5, 0.5]])
-    result = box_metrics([2, 2], np.zeros((2, 4)), [False, False], probs, boxes, names, negative_id=2)
+    result = box_metrics(ImageBoxes([2, 2], np.zeros((2, 4)), [False, False], probs, boxes), names, negative_id=2)
     assert result["positives"] == 0 and math.isnan(result["mean_iou"]) and math.isnan(result["ap50"])
     assert result["undefined"]["mean_iou"] == "no image with a true box"
     assert result["undefined"]["per_class/a/ap50"] == "no true box of a"
@@ -187,7 +187,7 @@ def test_box_metrics_with_positives_keep_both_parts_reasons():
     true_boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0, 0, 0, 0]])
     probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8]])
     pred = np.array([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.3, 0.3]])
-    result = box_metrics([0, 2], true_boxes, [True, False], probs, pred, names, negative_id=2)
+    result = box_metrics(ImageBoxes([0, 2], true_boxes, [True, False], probs, pred), names, negative_id=2)
     assert result["mean_iou"] == pytest.approx(1.0) and result["iou_at_least_0_5"] == 1.0
     assert set(result["undefined"]) == {"per_class/b/ap50", "per_class/b/ap50_95"}
     _assert_every_nan_has_a_reason(result)

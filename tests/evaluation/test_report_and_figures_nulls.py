@@ -8,7 +8,7 @@ import pytest
 
 from fracture.evaluation import figures
 from fracture.evaluation import metrics as m
-from fracture.evaluation.boxes import box_metrics
+from fracture.evaluation.boxes import ImageBoxes, box_metrics
 from fracture.evaluation.report import render_report
 
 NAMES = ["a", "b", "no finding"]
@@ -35,7 +35,7 @@ def one_class_result():
         "classification": m.classification_report(y_true, y_pred, NAMES),
         "auc": m.one_vs_rest_auc(y_true, probs, NAMES),
         "calibration": m.expected_calibration_error(probs.max(axis=1), y_true == y_pred),
-        "boxes": box_metrics(y_true, boxes, [True, True], probs, boxes, NAMES, negative_id=2),
+        "boxes": box_metrics(ImageBoxes(y_true, boxes, [True, True], probs, boxes), NAMES, negative_id=2),
         "critical_errors": m.critical_errors(y_true, y_pred, probs.max(axis=1), [], NAMES),
         "leakage": None,
         "explanations": {},

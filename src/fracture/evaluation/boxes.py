@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -23,15 +24,27 @@ NO_POSITIVES = "no image with a true box"
 SCALE = 1000.0  # boxes are normalized; COCO wants pixels. AP over area "all" is scale-free.
 
 
-def box_average_precision(
-    true_classes: Sequence[int],
-    true_boxes: np.ndarray,
-    has_box: Sequence[bool],
-    probs: np.ndarray,
-    pred_boxes: np.ndarray,
-    class_names: Sequence[str],
-    negative_id: int | None,
-) -> dict:
+@dataclass(frozen=True)
+class ImageBoxes:
+    """One predicted box per image, against the image's true box (normalized xyxy in the
+    original image's frame).
+
+    Attributes:
+        true_classes: each image's true class id.
+        true_boxes: [N, 4]; rows of images without a box are ignored.
+        has_box: whether each image has a true box.
+        probs: [N, classes] predicted class probabilities (they label and score each box).
+        pred_boxes: [N, 4] the predicted box of each image.
+    """
+
+    true_classes: Sequence[int]
+    true_boxes: np.ndarray
+    has_box: Sequence[bool]
+    probs: np.ndarray
+    pred_boxes: np.ndarray
+
+
+def box_average_precision(boxes: ImageBoxes, class_names: Sequence[str], negative_id: int | None) -> dict:
     """AP50 and AP50:95 overall and per fracture class (COCO's 101-point interpolation).
 
     Returns NaN for classes without ground truth (listed under `no_ground_truth`, with
@@ -41,9 +54,9 @@ def box_average_precision(
     from pycocotools.cocoeval import COCOeval
 
     fracture_ids = [c for c in range(len(class_names)) if c != negative_id]
-    probs = np.asarray(probs, float)
+    probs, pred_boxes = np.asarray(boxes.probs, float), boxes.pred_boxes
     images, annotations, detections = [], [], []
-    for i, (cls, box, positive) in enumerate(zip(true_classes, np.asarray(true_boxes, float), has_box)):
+    for i, (cls, box, positive) in enumerate(zip(boxes.true_classes, np.asarray(boxes.true_boxes, float), boxes.has_box)):
         images.append({"id": i, "width": SCALE, "height": SCALE})
         if positive and int(cls) != negative_id:
             annotations.append(_annotation(len(annotations) + 1, i, int(cls), box))
@@ -85,23 +98,12 @@ def box_average_precision(
     }
 
 
-def box_metrics(
-    true_classes: Sequence[int],
-    true_boxes: np.ndarray,
-    has_box: Sequence[bool],
-    probs: np.ndarray,
-    pred_boxes: np.ndarray,
-    class_names: Sequence[str],
-    negative_id: int | None,
-) -> dict:
+def box_metrics(boxes: ImageBoxes, class_names: Sequence[str], negative_id: int | None) -> dict:
     """The `boxes` block of an evaluation: IoU over positive images and box AP, in one
-    dict with one `undefined` (so the two parts' reasons cannot overwrite each other).
-
-    Boxes are normalized xyxy in the original image's frame.
-    """
-    true_boxes, has_box = np.asarray(true_boxes, float), np.asarray(has_box, bool)
-    ious = box_iou(true_boxes, pred_boxes)[has_box]
-    ap = box_average_precision(true_classes, true_boxes, has_box, probs, pred_boxes, class_names, negative_id)
+    dict with one `undefined` (so the two parts' reasons cannot overwrite each other)."""
+    has_box = np.asarray(boxes.has_box, bool)
+    ious = box_iou(np.asarray(boxes.true_boxes, float), boxes.pred_boxes)[has_box]
+    ap = box_average_precision(boxes, class_names, negative_id)
     undefined = {"mean_iou": NO_POSITIVES, "iou_at_least_0_5": NO_POSITIVES} if not has_box.any() else {}
     return {
         "positives": int(has_box.sum()),

@@ -18,7 +18,7 @@ from fracture.data.accounting import check_shrink, data_accounting, format_accou
 from fracture.data.inspect import index_leakage
 from fracture.evaluation import figures
 from fracture.evaluation import metrics as M
-from fracture.evaluation.boxes import box_metrics
+from fracture.evaluation.boxes import ImageBoxes, box_metrics
 from fracture.evaluation.report import render_report
 from fracture.runs import LoadedRun, load_run, write_csv, write_json, write_text
 
@@ -162,7 +162,7 @@ def evaluate_run(
     true_boxes = np.array([s.box for s in samples], float)
     has_box = np.array([s.has_box for s in samples], bool)
     ious = M.box_iou(true_boxes, preds.image_boxes)
-    result["boxes"] = box_metrics(y_true, true_boxes, has_box, probs, preds.image_boxes, names, negative)
+    result["boxes"] = box_metrics(ImageBoxes(y_true, true_boxes, has_box, probs, preds.image_boxes), names, negative)
     result["critical_errors"] = M.critical_errors(y_true, y_pred, confidence, cfg.critical_pairs, names)
     result["leakage"] = leakage
 
