@@ -68,7 +68,8 @@ IMAGE_SUFFIXES = DECODABLE_SUFFIXES + tuple(UNSUPPORTED_SUFFIXES)
 UNSUPPORTED_REASONS = {
     UNSUPPORTED_TIFF: "TIFF is not supported (tf.io.decode_image cannot read it): convert to PNG",
     UNSUPPORTED_DICOM: (
-        "DICOM is not supported: convert to PNG, or install pydicom support (not implemented)"
+        "DICOM is not supported by training, evaluation or predict: convert it to PNG "
+        "(the server, scripts/serve.py, reads DICOM uploads when pydicom is installed)"
     ),
 }
 # Every skip status in words, for reports.
