@@ -89,3 +89,25 @@ def test_cache_mode_choice():
     with pytest.raises(ValueError, match="trainer.feature_cache"):
         choose_cache_mode("disk", 1, 4.0)
     assert feature_bytes(_model().backbone, 10) == 10 * 4 * 4 * 96 * 4
+
+
+@pytest.mark.parametrize("storage", ["memory", "file"])
+def test_a_multi_output_backbone_caches_every_level_and_any_target_keys(tmp_path, storage):
+    """The detector's backbone has one output per stride; its targets are not {"class", "box"}."""
+    images = keras.Input((SIZE, SIZE, 3))
+    c3 = keras.layers.Conv2D(4, 3, strides=2, padding="same")(images)
+    c4 = keras.layers.Conv2D(6, 3, strides=2, padding="same")(c3)
+    backbone = keras.Model(images, [c3, c4])
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 255, (N, SIZE, SIZE, 3)).astype("float32")
+    targets = {"class": np.eye(C, dtype="float32")[rng.integers(0, C, N)], "detections": rng.uniform(-1, 1, (N, 5, 5)).astype("float32")}
+    weights = {"class": np.ones(N, "float32"), "detections": np.ones(N, "float32")}
+    ds = tf.data.Dataset.from_tensor_slices((x, targets, weights)).batch(BATCH)
+    cached = compute_features(backbone, ds, tmp_path / "f" if storage == "file" else None)
+    assert [level.shape for level in cached.features] == [(N, 16, 16, 4), (N, 8, 8, 6)]
+    assert feature_bytes(backbone, N) == N * 4 * (16 * 16 * 4 + 8 * 8 * 6)
+    expected = [np.asarray(level) for level in backbone(x)]
+    (levels, batch_targets, _), *_ = list(feature_dataset(cached, N, shuffle=False, seed=0))
+    for got, want in zip(levels, expected):
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    np.testing.assert_array_equal(batch_targets["detections"].numpy(), targets["detections"])

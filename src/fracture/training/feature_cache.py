@@ -24,84 +24,108 @@ FEATURE_CACHE_MODES = ("auto", "memory", "file", "off")
 
 @dataclass
 class CachedFeatures:
-    """A split's backbone features with the targets and sample weights in the same order."""
+    """A split's backbone features with the targets and sample weights in the same order.
 
-    features: np.ndarray  # (N, H, W, C) float32, or a read-only memmap
+    Attributes:
+        levels: one `(N, H, W, C)` float32 array (or read-only memmap) per backbone output: one
+            for a classifier's backbone, three (strides 8/16/32) for the detector's.
+        targets, sample_weights: numpy arrays keyed as the pipeline keys them.
+        path: the folder of the memory-mapped files, if any.
+    """
+
+    levels: list
     targets: dict
     sample_weights: dict
     path: Path | None = None
 
+    @property
+    def features(self):
+        """What the heads take: one array, or a tuple of arrays for a multi-output backbone."""
+        return self.levels[0] if len(self.levels) == 1 else tuple(self.levels)
+
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.levels[0])
 
     def release(self) -> None:
-        """Delete the backing file, if any."""
+        """Delete the backing files, if any."""
         if self.path is not None:
-            self.features = None
+            self.levels = []
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+def _outputs(backbone: keras.Model) -> list:
+    return list(backbone.outputs)
+
+
 def feature_bytes(backbone: keras.Model, num_images: int) -> int:
-    """Size of the float32 feature cache for `num_images` images."""
-    return int(np.prod(backbone.output.shape[1:])) * 4 * num_images
+    """Size of the float32 feature cache for `num_images` images (all backbone outputs)."""
+    return sum(int(np.prod(out.shape[1:])) for out in _outputs(backbone)) * 4 * num_images
 
 
 def compute_features(backbone: keras.Model, dataset: tf.data.Dataset, file_dir: Path | None = None) -> CachedFeatures:
     """Run the frozen backbone once over an unshuffled, unaugmented dataset.
 
     Args:
-        backbone: the frozen feature extractor.
+        backbone: the frozen feature extractor (one output, or a list of them).
         dataset: `(images, targets, sample_weights)` batches, as `make_dataset` yields them.
-        file_dir: stream features to `file_dir/features.f32` and memory-map it, instead of RAM.
+        file_dir: stream features to `file_dir/features_<level>.f32` and memory-map them,
+            instead of RAM.
     """
-    feature_batches, targets, weights = [], {"class": [], "box": []}, {"class": [], "box": []}
     predict = tf.function(lambda x: backbone(x, training=False))
-    raw_file, rows, shape = None, 0, None
+    n_levels = len(_outputs(backbone))
+    in_memory, shapes, rows = [[] for _ in range(n_levels)], [None] * n_levels, 0
+    targets, weights = {}, {}
+    raw_files = None
     if file_dir is not None:
         file_dir.mkdir(parents=True, exist_ok=True)
-        raw_file = (file_dir / "features.f32").open("wb")
+        raw_files = [(file_dir / f"features_{i}.f32").open("wb") for i in range(n_levels)]
     for images, batch_targets, batch_weights in dataset:
-        features = np.asarray(keras.ops.convert_to_numpy(predict(images)), np.float32)
-        shape, rows = features.shape[1:], rows + len(features)
-        if raw_file is not None:
-            raw_file.write(np.ascontiguousarray(features).tobytes())
-        else:
-            feature_batches.append(features)
-        for key in targets:
-            targets[key].append(batch_targets[key].numpy())
-            weights[key].append(batch_weights[key].numpy())
+        outputs = predict(images)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        for i, output in enumerate(outputs):
+            level = np.asarray(keras.ops.convert_to_numpy(output), np.float32)
+            shapes[i] = level.shape[1:]
+            if raw_files is not None:
+                raw_files[i].write(np.ascontiguousarray(level).tobytes())
+            else:
+                in_memory[i].append(level)
+        rows += len(images)
+        for key in batch_targets:
+            targets.setdefault(key, []).append(batch_targets[key].numpy())
+            weights.setdefault(key, []).append(batch_weights[key].numpy())
     targets = {k: np.concatenate(v) for k, v in targets.items()}
     weights = {k: np.concatenate(v) for k, v in weights.items()}
-    if raw_file is None:
-        return CachedFeatures(np.concatenate(feature_batches), targets, weights)
-    raw_file.close()
-    features = np.memmap(file_dir / "features.f32", np.float32, "r", shape=(rows, *shape))
-    return CachedFeatures(features, targets, weights, file_dir)
+    if raw_files is None:
+        return CachedFeatures([np.concatenate(level) for level in in_memory], targets, weights)
+    for f in raw_files:
+        f.close()
+    levels = [np.memmap(file_dir / f"features_{i}.f32", np.float32, "r", shape=(rows, *shapes[i])) for i in range(n_levels)]
+    return CachedFeatures(levels, targets, weights, file_dir)
 
 
 def feature_dataset(cached: CachedFeatures, batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
     """Batches of `(features, targets, sample_weights)` for training the heads alone."""
     n = len(cached)
     if cached.path is not None:
-        shape = cached.features.shape[1:]
 
         def batches():
             order = np.random.default_rng([seed, batches.epoch]).permutation(n) if shuffle else np.arange(n)
             batches.epoch += 1
             for start in range(0, n, batch_size):
                 idx = np.sort(order[start : start + batch_size])
+                levels = tuple(np.asarray(level[idx]) for level in cached.levels)
                 yield (
-                    np.asarray(cached.features[idx]),
+                    levels[0] if len(levels) == 1 else levels,
                     {k: v[idx] for k, v in cached.targets.items()},
                     {k: v[idx] for k, v in cached.sample_weights.items()},
                 )
 
         batches.epoch = 0
-        c = cached.targets["class"].shape[1]
+        level_specs = tuple(tf.TensorSpec((None, *level.shape[1:]), tf.float32) for level in cached.levels)
         signature = (
-            tf.TensorSpec((None, *shape), tf.float32),
-            {"class": tf.TensorSpec((None, c), tf.float32), "box": tf.TensorSpec((None, 4), tf.float32)},
-            {"class": tf.TensorSpec((None,), tf.float32), "box": tf.TensorSpec((None,), tf.float32)},
+            level_specs[0] if len(level_specs) == 1 else level_specs,
+            {k: tf.TensorSpec((None, *v.shape[1:]), v.dtype) for k, v in cached.targets.items()},
+            {k: tf.TensorSpec((None, *v.shape[1:]), v.dtype) for k, v in cached.sample_weights.items()},
         )
         ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
         # A known length lets Keras re-iterate it each epoch like any finite dataset.
