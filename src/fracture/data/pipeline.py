@@ -131,7 +131,9 @@ class BoxAugmenter:
         report the epoch's difference, e.g. "augmentation dropped 12 of 3,400 boxes
         (0.4%)", in the log and the run record: a large share means the zoom/translation
         ranges cut findings out of the training images. Under multi-worker DATA sharding
-        every worker augments every global batch, so the chief's count is the whole count.
+        every worker augments every global batch, so the chief's count is the whole count;
+        under FILE sharding (`make_dataset(shard=...)`) each worker counts its own files.
+        Pass the augmenter to `make_dataset(augmenter=...)` to keep a handle on it.
         Only `augment_detections` counts; the single-box `__call__` clips boxes, never
         drops them.
         """
