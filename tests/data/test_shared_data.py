@@ -80,3 +80,29 @@ def test_inspector_on_the_real_data(real_index, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "Suggested fix" in report and "humerus" in report
     assert summary["splits"]["valid"]["images"] == 348
+
+
+def test_every_kept_box_reaches_a_sample_and_dropped_class_boxes_none(real_index):
+    """Sample.boxes holds every object of a kept class, with its own class: the per-class
+    box counts over all samples equal the report's instances after filtering, and the
+    dropped class (raw name "humerus fracture", 3 train boxes) is in no sample."""
+    from collections import Counter
+
+    names = real_index.classes.class_names
+    assert "humerus fracture" in real_index.classes.dropped
+    for split in ("train", "valid"):
+        samples, report = real_index.split(split).samples, real_index.split(split).report
+        boxes = Counter(names[c] for s in samples for c in s.box_classes)
+        assert boxes == report.instances_after_filter
+        assert all(len(s.boxes) == len(s.box_classes) == s.num_objects for s in samples)
+        assert all(not s.boxes for s in samples if not s.has_box)
+        # Every object found is in a sample, on a used image as background, or on an image
+        # of dropped classes only (left out whole).
+        label_to_class = real_index.classes.label_to_class()
+        only_dropped = sum(
+            len(r.objects)
+            for r in real_index.split(split).records
+            if r.objects and all(o.class_id not in label_to_class for o in r.objects)
+        )
+        found = sum(report.instances_before_filter.values())
+        assert sum(boxes.values()) + report.dropped_class_objects_on_used_images + only_dropped == found

@@ -38,3 +38,27 @@ def test_ensure_regenerates_only_when_the_spec_changes(tmp_path):
     assert (root / "data.yaml").stat().st_mtime_ns == stamp
     ensure_synthetic(root, SyntheticSpec(per_class=2, rare_per_split=0, splits={"train": 1.0}))
     assert len(list((root / "train" / "images").iterdir())) > 6
+
+
+def test_up_to_three_findings_per_image_when_asked(tmp_path):
+    spec = SyntheticSpec(per_class=4, rare_per_split=0, splits={"train": 1.0}, second_fracture=0.5, max_findings=3)
+    root = generate(tmp_path / "det", spec)
+    counts = [len(p.read_text().splitlines()) for p in (root / "train" / "labels").glob("*.txt")]
+    assert set(counts) == {0, 1, 2, 3}
+    index = build_index(DataConfig(root=str(root), min_instances=1, multi_object_rule="all"), splits=["train"])
+    assert {len(s.boxes) for s in index.split("train").samples} == {0, 1, 2, 3}
+    classic = generate(tmp_path / "cls", SyntheticSpec(per_class=4, rare_per_split=0, splits={"train": 1.0}, second_fracture=0.5))
+    assert max(len(p.read_text().splitlines()) for p in (classic / "train" / "labels").glob("*.txt")) == 2
+
+
+def test_the_detection_data_config_composes_to_its_own_folder(tmp_path):
+    from conftest import compose_cfg
+    from fracture.data.config import DataConfig as Typed
+
+    cfg = compose_cfg("config", ["data=synthetic_detection", f"paths.data_dir={tmp_path}"])
+    data = Typed.from_mapping(cfg.data)
+    assert data.multi_object_rule == "all" and data.max_boxes == 32
+    assert data.root == str(tmp_path / "synthetic_detection")
+    assert SyntheticSpec(**cfg.data.synthetic).max_findings == 3
+    plain = compose_cfg("config", ["data=synthetic", f"paths.data_dir={tmp_path}"])
+    assert plain.data.root != cfg.data.root and plain.data.multi_object_rule == "largest"

@@ -33,6 +33,10 @@ dict means nothing was left out there):
         "label_files_without_image": count,
         "objects_of_dropped_classes": {class name: count},
         "objects_not_target": count,                # one target per image
+        "objects_of_dropped_classes_on_used_images": count,  # in no target (background
+                                                    # for the detector)
+        "objects_over_max_boxes": count,            # multi_object_rule=all: cut beyond
+        "images_over_max_boxes": count,             # data.max_boxes, largest kept
       }},
       "reasons": {reason key: the reason in words, for every key used above},
       "nothing_dropped": bool,
@@ -58,6 +62,10 @@ NO_LABEL_FILE = "no_label_file"
 ONLY_DROPPED_CLASSES = "only_dropped_classes"
 NEGATIVE_DROPPED = "negative_dropped"
 OBJECTS_NOT_TARGET = "objects_not_target"
+DROPPED_CLASS_ON_USED = "objects_of_dropped_classes_on_used_images"
+OVER_MAX_BOXES = "objects_over_max_boxes"
+IMAGES_OVER_MAX_BOXES = "images_over_max_boxes"
+OBJECT_BUCKETS = (OBJECTS_NOT_TARGET, DROPPED_CLASS_ON_USED, OVER_MAX_BOXES)
 UNACCOUNTED = "unaccounted"
 MIN_CLASSES = 2
 TOP_REASONS = 3
@@ -86,7 +94,7 @@ def data_accounting(index: DatasetIndex, splits: list[str] | None = None) -> dic
         "classes": _class_accounting(index.classes),
         "splits": per_split,
     }
-    accounting["reasons"] = _reasons_used(per_split, cfg.annotations, cfg.multi_object_rule)
+    accounting["reasons"] = _reasons_used(per_split, cfg)
     accounting["nothing_dropped"] = not accounting["classes"]["dropped"] and not any(
         _split_dropped_anything(s) for s in per_split.values()
     )
@@ -136,6 +144,9 @@ def _split_accounting(split: SplitIndex, classes: ClassMapping, rule: str) -> di
         "label_files_without_image": report.labels_without_image,
         "objects_of_dropped_classes": dict(sorted(dropped_objects.items())),
         OBJECTS_NOT_TARGET: _objects_not_target(split, classes, rule),
+        DROPPED_CLASS_ON_USED: report.dropped_class_objects_on_used_images,
+        OVER_MAX_BOXES: report.objects_over_max_boxes,
+        IMAGES_OVER_MAX_BOXES: report.images_over_max_boxes,
     }
 
 
@@ -143,8 +154,12 @@ def _objects_not_target(split: SplitIndex, classes: ClassMapping, rule: str) -> 
     """Objects of kept classes that do not become the image's one target.
 
     "largest" and "first" keep one object; "union" also folds the target class's other
-    boxes into the target box, so only objects of other classes are left out.
+    boxes into the target box, so only objects of other classes are left out; "all"
+    keeps every box as a detection target (those beyond `data.max_boxes` have their own
+    bucket, `objects_over_max_boxes`).
     """
+    if rule == "all":
+        return 0
     label_to_class = classes.label_to_class()
     records = {str(r.image_path): r for r in split.records}
     count = 0
@@ -170,11 +185,13 @@ def _split_dropped_anything(split: dict) -> bool:
         or split["label_lines_dropped"]
         or split["label_files_without_image"]
         or split["objects_of_dropped_classes"]
-        or split[OBJECTS_NOT_TARGET]
+        or any(split.get(key) for key in OBJECT_BUCKETS)
     )
 
 
-def reason_text(key: str, annotations: str = "yolo", multi_object_rule: str = "largest") -> str:
+def reason_text(
+    key: str, annotations: str = "yolo", multi_object_rule: str = "largest", max_boxes: int = 32
+) -> str:
     """A reason key of the accounting in words."""
     if key.startswith(BAD_IMAGE):
         status = key[len(BAD_IMAGE):]
@@ -185,15 +202,17 @@ def reason_text(key: str, annotations: str = "yolo", multi_object_rule: str = "l
         NEGATIVE_DROPPED: "no objects, and data.negatives=drop",
         UNACCOUNTED: "not in any bucket (a bug in fracture.data.index: please report it)",
         OBJECTS_NOT_TARGET: f"not the image's one target (data.multi_object_rule={multi_object_rule})",
+        DROPPED_CLASS_ON_USED: "of dropped classes on used images (in no target"
+        + ("; their regions train as background)" if multi_object_rule == "all" else ")"),
+        OVER_MAX_BOXES: f"beyond data.max_boxes={max_boxes} on an image (the largest are kept)",
     }
     return fixed.get(key, key.replace("_", " "))
 
 
-def _reasons_used(splits: dict, annotations: str, rule: str) -> dict:
+def _reasons_used(splits: dict, cfg) -> dict:
     keys = {k for s in splits.values() for k in (*s["images_left_out"], *s["label_lines_dropped"])}
-    if any(s[OBJECTS_NOT_TARGET] for s in splits.values()):
-        keys.add(OBJECTS_NOT_TARGET)
-    return {k: reason_text(k, annotations, rule) for k in sorted(keys)}
+    keys |= {k for k in OBJECT_BUCKETS if any(s.get(k) for s in splits.values())}
+    return {k: reason_text(k, cfg.annotations, cfg.multi_object_rule, cfg.max_boxes) for k in sorted(keys)}
 
 
 def format_accounting(acc: dict) -> str:
@@ -241,8 +260,10 @@ def _label_lines(acc: dict) -> list[str]:
         if s["objects_of_dropped_classes"]:
             objects = s["objects_of_dropped_classes"].items()
             parts.append("objects of dropped classes " + ", ".join(f"{c} {n}" for c, n in objects))
-        if s[OBJECTS_NOT_TARGET]:
-            parts.append(f"objects {reasons[OBJECTS_NOT_TARGET]} {s[OBJECTS_NOT_TARGET]}")
+        for key in OBJECT_BUCKETS:
+            if s.get(key):
+                on_images = f" (on {s[IMAGES_OVER_MAX_BOXES]} images)" if key == OVER_MAX_BOXES else ""
+                parts.append(f"objects {reasons[key]} {s[key]}{on_images}")
         if parts:
             lines.append(f"  {name} also dropped: " + "; ".join(parts))
     return lines

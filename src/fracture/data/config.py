@@ -16,7 +16,9 @@ from fracture.env import DATA_ROOT_VAR
 
 ANNOTATION_MODES = ("yolo", "coco", "merge")
 NEGATIVE_MODES = ("keep", "drop")
-MULTI_OBJECT_RULES = ("largest", "first", "union")
+# "all" keeps every box (up to `max_boxes`) for a detector; the others reduce an image to
+# one target (see fracture.data.index.select_target).
+MULTI_OBJECT_RULES = ("largest", "first", "union", "all")
 RESIZE_MODES = ("letterbox", "stretch")
 
 
@@ -47,6 +49,7 @@ class DataConfig:
     negatives: str = "keep"
     negative_class: str = "no finding"
     multi_object_rule: str = "largest"
+    max_boxes: int = 32
     max_coordinate_overshoot: float = 0.05
     max_image_pixels: int = 50_000_000
     train_split: str = "train"
@@ -70,6 +73,8 @@ class DataConfig:
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"data.{name}={value!r}; expected one of {', '.join(allowed)}.")
+        if self.max_boxes < 1:
+            raise ValueError(f"data.max_boxes={self.max_boxes}; expected at least 1.")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
 

@@ -7,7 +7,9 @@
 3. parses YOLO labels (`labels.py`) and/or COCO JSON (`coco.py`) per `data.annotations`,
    cross-checking the two when both exist (`crosscheck.py`);
 4. decides the classes from train instance counts (`classes.py`);
-5. reduces each image to one image-level target (`select_target`).
+5. reduces each image to one image-level target (`select_target`), and keeps all its boxes
+   of kept classes (`Sample.boxes`, largest first; at most `data.max_boxes` under
+   `data.multi_object_rule=all`, the rest counted).
 
 Every image found ends in exactly one bucket of `SplitReport` (used, bad image, no label
 file, only dropped classes, negative dropped), so nothing is lost silently.
@@ -36,14 +38,19 @@ MAX_EXAMPLES = 5
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and its image-level target, ready for the tf.data pipeline.
+    """One image, its image-level target and all its boxes, ready for the tf.data pipeline.
 
     Attributes:
         image_path: the image file.
         class_id: index into `ClassMapping.class_names`.
         box: normalized xyxy box; `NO_BOX` for negatives.
         has_box: False for "no finding" negatives, whose box loss is masked.
-        num_objects: objects on the image before reduction to one target.
+        num_objects: objects of kept classes on the image before reduction to one target.
+        boxes: every box of a kept class, normalized xyxy in the original image frame,
+            largest first (so a cut to `data.max_boxes` keeps the largest). Empty for
+            negatives. Objects of dropped classes are not here (counted in
+            `SplitReport.dropped_class_objects_on_used_images`).
+        box_classes: the class id (into `ClassMapping.class_names`) of each of `boxes`.
     """
 
     image_path: str
@@ -51,6 +58,8 @@ class Sample:
     box: Box
     has_box: bool
     num_objects: int = 0
+    boxes: tuple[Box, ...] = ()
+    box_classes: tuple[int, ...] = ()
 
 
 @dataclass
@@ -101,6 +110,12 @@ class SplitReport:
     multi_object_images: int = 0
     multi_class_images: int = 0
     images_only_dropped_classes: int = 0
+    # Objects of dropped classes on images that are used for their other objects: in no
+    # target, so under multi_object_rule=all their regions train as background.
+    dropped_class_objects_on_used_images: int = 0
+    # multi_object_rule=all: images with more than data.max_boxes boxes, and the boxes cut.
+    images_over_max_boxes: int = 0
+    objects_over_max_boxes: int = 0
     negatives: int = 0
     negatives_dropped: int = 0
     filled_from_coco: int = 0
@@ -160,6 +175,9 @@ class SplitReport:
             "multi_object_images": self.multi_object_images,
             "multi_class_images": self.multi_class_images,
             "images_only_dropped_classes": self.images_only_dropped_classes,
+            "dropped_class_objects_on_used_images": self.dropped_class_objects_on_used_images,
+            "images_over_max_boxes": self.images_over_max_boxes,
+            "objects_over_max_boxes": self.objects_over_max_boxes,
             "negatives": self.negatives,
             "negatives_dropped": self.negatives_dropped,
             "filled_from_coco": self.filled_from_coco,
@@ -207,14 +225,20 @@ def select_target(objects: list[LabelObject], rule: str) -> LabelObject:
 
     Args:
         objects: at least one object.
-        rule: "largest" (the largest box and its class), "first" (the first line), or
+        rule: "largest" (the largest box and its class), "first" (the first line),
             "union" (the class of the largest box, and the box enclosing every box of
-            that class).
+            that class), or "all" (as "largest").
+
+    Under "all" every box trains the detector, and this target only feeds the jointly
+    trained image-level class head. It is the largest box's class because the largest
+    finding is the one most visible at the image level, and because it gives an image
+    the same image-level label as the "largest" rule, so classifier and detector runs
+    are scored on the same image labels.
     """
     if rule == "first":
         return objects[0]
     largest = max(objects, key=lambda o: o.area)
-    if rule == "largest":
+    if rule in ("largest", "all"):
         return largest
     if rule == "union":
         same = [o.box for o in objects if o.class_id == largest.class_id]
@@ -223,6 +247,18 @@ def select_target(objects: list[LabelObject], rule: str) -> LabelObject:
             (min(b[0] for b in same), min(b[1] for b in same), max(b[2] for b in same), max(b[3] for b in same)),
         )
     raise ValueError(f"Unknown multi-object rule {rule!r}.")
+
+
+def largest_first(objects: list[LabelObject], max_boxes: int | None) -> tuple[list[LabelObject], int]:
+    """The objects sorted largest box first (ties keep file order), cut to `max_boxes`.
+
+    Returns:
+        The kept objects and how many were cut (0 when `max_boxes` is None).
+    """
+    ordered = sorted(objects, key=lambda o: -o.area)
+    if max_boxes is None or len(ordered) <= max_boxes:
+        return ordered, 0
+    return ordered[:max_boxes], len(ordered) - max_boxes
 
 
 def _read_split(
@@ -353,7 +389,7 @@ def _crosscheck_split(records: list[ImageRecord], coco: CocoAnnotations, source_
 def _finalize_split(
     name: str, records: list[ImageRecord], report: SplitReport, cfg: DataConfig, classes: ClassMapping
 ) -> SplitIndex:
-    """Filter to kept classes and reduce each image to one target."""
+    """Filter to kept classes; give each image its target and boxes (see `Sample`)."""
     label_to_class = classes.label_to_class()
     samples: list[Sample] = []
     for record in records:
@@ -377,12 +413,32 @@ def _finalize_split(
             report.negatives += 1
             sample = Sample(str(record.image_path), classes.negative_id, NO_BOX, False, 0)
         else:
-            target = select_target(kept, cfg.multi_object_rule)
-            sample = Sample(str(record.image_path), target.class_id, target.box, True, len(kept))
+            report.dropped_class_objects_on_used_images += len(record.objects) - len(kept)
+            sample = _sample_with_boxes(record.image_path, kept, cfg, report)
         samples.append(sample)
         report.samples_per_class[classes.class_names[sample.class_id]] += 1
     report.images_used = len(samples)
     return SplitIndex(name, samples, records, report)
+
+
+def _sample_with_boxes(image_path: Path, kept: list[LabelObject], cfg: DataConfig, report: SplitReport) -> Sample:
+    """The sample of an image with objects: its one target, and its boxes (under rule
+    "all" cut to `data.max_boxes`, largest kept, the cut counted in `report`)."""
+    target = select_target(kept, cfg.multi_object_rule)
+    cap = cfg.max_boxes if cfg.multi_object_rule == "all" else None
+    boxes, cut = largest_first(kept, cap)
+    if cut:
+        report.images_over_max_boxes += 1
+        report.objects_over_max_boxes += cut
+    return Sample(
+        str(image_path),
+        target.class_id,
+        target.box,
+        True,
+        len(kept),
+        boxes=tuple(o.box for o in boxes),
+        box_classes=tuple(o.class_id for o in boxes),
+    )
 
 
 def source_class_names(cfg: DataConfig, layout: DatasetLayout) -> list[str]:

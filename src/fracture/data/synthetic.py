@@ -38,7 +38,11 @@ class SyntheticSpec:
         negatives: "no finding" images per split, as a fraction of the fracture images.
         splits: split name -> relative size (train 1.0; others scale `per_class`).
         min_side, max_side: image sides are drawn from this range (aspect ratios vary).
-        second_fracture: share of fracture images with a second, smaller fracture.
+        second_fracture: chance of each further, smaller fracture on a fracture image: a
+            second one, then (if `max_findings` allows) a third, and so on.
+        max_findings: most fractures on one image. 2 (the classifier's default) gives
+            images with 0, 1 or 2 findings; 3 (conf/data/synthetic_detection.yaml) also
+            gives 3, so a detector sees images with several boxes.
         write_coco: also write `<split>/_annotations.coco.json` (Roboflow COCO layout).
         lost_yolo_labels: share of fracture images whose YOLO file is left empty (the
             COCO file keeps them), mimicking the defect of the real export.
@@ -52,9 +56,14 @@ class SyntheticSpec:
     min_side: int = 160
     max_side: int = 256
     second_fracture: float = 0.15
+    max_findings: int = 2
     write_coco: bool = False
     lost_yolo_labels: float = 0.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_findings < 1:
+            raise ValueError(f"data.synthetic.max_findings={self.max_findings}; a fracture image has at least 1.")
 
     @property
     def class_names(self) -> list[str]:
@@ -169,6 +178,15 @@ def _polygon_line(class_id: int, polygon: np.ndarray, w: int, h: int) -> str:
     return " ".join([str(class_id), *(f"{v:.6f}" for v in norm.flatten())])
 
 
+def _findings(fractured: int, spec: SyntheticSpec, rng: np.random.Generator) -> int:
+    """How many fractures a planned image gets: 0 for a negative, else 1 plus one more
+    with chance `second_fracture` each time, up to `max_findings`. Draws from `rng`
+    exactly as the two-finding generator did, so `max_findings=2` datasets are unchanged."""
+    while 0 < fractured < spec.max_findings and rng.random() < spec.second_fracture:
+        fractured += 1
+    return fractured
+
+
 def generate(root: str | Path, spec: SyntheticSpec | None = None) -> Path:
     """Write the dataset under `root` (data.yaml, `<split>/images`, `<split>/labels`)."""
     spec = spec or SyntheticSpec()
@@ -185,8 +203,7 @@ def generate(root: str | Path, spec: SyntheticSpec | None = None) -> Path:
         plan += [(int(rng.integers(len(REGIONS) - 1)), 0) for _ in range(round(len(plan) * spec.negatives))]
         coco_images, coco_annotations = [], []
         for i, (class_id, fractured) in enumerate(plan):
-            if fractured and rng.random() < spec.second_fracture:
-                fractured = 2
+            fractured = _findings(fractured, spec, rng)
             h, w = (int(v) for v in rng.integers(spec.min_side, spec.max_side + 1, 2))
             image, polygons = render_image(REGIONS[class_id], fractured, (h, w), rng)
             stem = f"{split}_{i:05d}_{REGIONS[class_id]}_{'fx' if fractured else 'neg'}"
