@@ -37,11 +37,13 @@ class BoxMeanIoU(keras.metrics.Metric):
         self.count.assign(0.0)
 
 
-def build_metrics(num_classes: int, class_metric: str = "f1") -> tuple[dict, dict]:
+def build_metrics(num_classes: int, class_metric: str = "f1", single_box: bool = True) -> tuple[dict, dict]:
     """`(metrics, weighted_metrics)` for `model.compile`.
 
     Class metrics are unweighted (class weights would distort accuracy); the box IoU is
-    weighted by the box mask, i.e. averaged over positives only.
+    weighted by the box mask, i.e. averaged over positives only. A dense detector
+    (`single_box=False`) has no single box to score during training: its boxes are scored
+    by COCO AP in scripts/evaluate.py, after decoding and NMS.
     """
     if class_metric not in CLASS_METRICS:
         raise ValueError(f"model.class_metric={class_metric!r}; expected one of {CLASS_METRICS}.")
@@ -51,4 +53,4 @@ def build_metrics(num_classes: int, class_metric: str = "f1") -> tuple[dict, dic
         class_metrics.append(keras.metrics.F1Score(average="macro", threshold=None, name="macro_f1"))
     if class_metric in ("auc", "both"):
         class_metrics.append(keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="macro_auc"))
-    return {"class": class_metrics}, {"box": [BoxMeanIoU()]}
+    return {"class": class_metrics}, ({"box": [BoxMeanIoU()]} if single_box else {})

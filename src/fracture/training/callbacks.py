@@ -136,14 +136,36 @@ class BoxImageLogger(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model) -> tuple[list, NaNGuard]:
+class AugmentationDrops(keras.callbacks.Callback):
+    """Puts the boxes that train-time augmentation dropped this epoch (moved out of the image,
+    or cut to a sliver) into the epoch's logs, so history.csv and TensorBoard say it.
+
+    The pipeline prefetches ahead, so an epoch's count can include a few batches of the next.
+    """
+
+    def __init__(self, augmenter):
+        super().__init__()
+        self.augmenter = augmenter
+        self.dropped, self.seen = augmenter.dropped_boxes, augmenter.augmented_boxes
+
+    def on_epoch_end(self, epoch, logs=None):
+        dropped, seen = self.augmenter.dropped_boxes, self.augmenter.augmented_boxes
+        if logs is not None:
+            logs["augment_dropped_boxes"] = float(dropped - self.dropped)
+            logs["augment_boxes"] = float(seen - self.seen)
+        self.dropped, self.seen = dropped, seen
+
+
+def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, augmenter=None) -> tuple[list, NaNGuard]:
     """One phase's callbacks, in the order they must run at an epoch's end: the learning
-    rate is logged before the checkpoint commits the epoch's row."""
+    rate and the augmentation drops are logged before the checkpoint commits the epoch's row."""
     cfg: CallbacksConfig = session.settings.callbacks
     opt_cfg = session.settings.optimizer
     layout, fm = session.layout, session.fm
     nan_guard = NaNGuard()
     callbacks: list = [LearningRateLogger()]
+    if augmenter is not None and session.data.multi_object_rule == "all":
+        callbacks.append(AugmentationDrops(augmenter))
     if cfg.terminate_on_nan:
         callbacks.append(nan_guard)
     if opt_cfg.schedule == "plateau":
@@ -163,7 +185,7 @@ def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model) 
     tb = cfg.tensorboard
     if tb.get("enabled", True):
         callbacks.append(keras.callbacks.TensorBoard(str(layout.tensorboard), write_graph=False, update_freq="epoch"))
-        n = int(tb.get("images", 4))
+        n = int(tb.get("images", 4)) if "box" in fm.model.output else 0  # the dense detector: no panel yet
         if n:
             images, boxes, ids = _panel(session.val_samples, n, session.classes.num_classes, session.data)
             callbacks.append(BoxImageLogger(fm.model, images, boxes, ids, session.classes.class_names, layout.tensorboard))

@@ -338,36 +338,37 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
     started = time.time()
     settings, data_cfg, fm = session.settings, session.data, session.fm
     set_backbone_trainable(fm.backbone, phase.trainable_layers, _freeze_batchnorm(settings.trainer, fm))
-    fit_model, train_ds, val_ds, mode, release = _phase_data(phase, session)
+    data = _phase_data(phase, session)
+    fit_model = data.fit_model
     steps = settings.trainer.max_train_batches or -(-len(session.train_samples) // data_cfg.batch_size)
     with session.strategy.scope():  # metrics too: their variables must be the strategy's to add up across workers
-        metrics, weighted_metrics = build_metrics(session.classes.num_classes, settings.class_metric)
+        metrics, weighted_metrics = build_metrics(session.classes.num_classes, settings.class_metric, _single_box(session))
         optimizer = build_optimizer(settings.optimizer, phase.learning_rate, steps, phase.end - phase.start, data_cfg.batch_size)
         fit_model.compile(
             optimizer=optimizer, loss=session.losses, loss_weights=session.loss_weights,
             metrics=metrics, weighted_metrics=weighted_metrics,
         )
-    callbacks, nan_guard = cb.build_callbacks(phase, session, fit_model)
+    callbacks, nan_guard = cb.build_callbacks(phase, session, fit_model, data.augmenter)
     print(
         f"Phase {phase.name}: epochs {phase.start + 1}-{phase.end}, backbone trainable={phase.trainable_layers}, "
         f"lr={phase.learning_rate:g}, augment={phase.augment}, trainable params={_count(fit_model.trainable_weights):,}"
     )
     epochs_before = session.state.epoch
     fit_model.fit(
-        train_ds,
-        validation_data=val_ds,
+        data.train,
+        validation_data=data.val,
         initial_epoch=phase.start,
         epochs=phase.end,
         callbacks=callbacks + session.extra_callbacks,
         shuffle=False,  # the pipeline shuffles (seeded); Keras cannot shuffle a tf.data.Dataset
         verbose=_verbosity(settings.callbacks.progress),
     )
-    release()
+    data.release()
     report = {
         "name": phase.name,
         "epochs": session.state.epoch - epochs_before,
         "first_epoch": epochs_before + 1 if session.state.epoch > epochs_before else None,
-        "feature_cache": mode,
+        "feature_cache": data.cache_mode,
         "trainable_layers": phase.trainable_layers,
         "learning_rate": phase.learning_rate,
         "seconds": round(time.time() - started, 1),
@@ -376,13 +377,39 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
     return report, nan_guard.tripped_at
 
 
-def _phase_data(phase: Phase, session: Session):
-    """`(fit_model, train_ds, val_ds, cache mode, release)` for a phase.
+@dataclass
+class PhaseData:
+    """What one phase trains on.
+
+    Attributes:
+        fit_model: the end-to-end model, or the heads alone on cached features.
+        train, val: the datasets `fit` gets.
+        cache_mode: the feature cache used ("off", "memory" or "file").
+        release: frees the cache (its files) after the phase.
+        augmenter: the train-time augmenter, when the phase augments (its counters are
+            reported per epoch).
+    """
+
+    fit_model: keras.Model
+    train: object
+    val: object
+    cache_mode: str
+    release: object = lambda: None
+    augmenter: object = None
+
+
+def _single_box(session: Session) -> bool:
+    """The single-box head (image-level box) rather than the dense detector's outputs."""
+    return "box" in session.fm.model.output
+
+
+def _phase_data(phase: Phase, session: Session) -> PhaseData:
+    """The model and data of a phase.
 
     A frozen, unaugmented phase trains the heads on backbone features computed once
     (`trainer.feature_cache`); any other phase trains the end-to-end model on images.
     """
-    from fracture.data.pipeline import make_dataset
+    from fracture.data.pipeline import BoxAugmenter, make_dataset
 
     settings, data_cfg, fm, trainer = session.settings, session.data, session.fm, session.settings.trainer
     num_classes, weights = session.classes.num_classes, session.class_weights
@@ -392,17 +419,18 @@ def _phase_data(phase: Phase, session: Session):
         needed = feature_bytes(fm.backbone, len(session.train_samples) + len(session.val_samples))
         mode = choose_cache_mode(trainer.feature_cache, needed, trainer.feature_cache_max_memory_gb)
     if mode == "off":
+        augmenter = BoxAugmenter(data_cfg.augment, data_cfg.image_size, data_cfg.seed) if phase.augment else None
         train_ds = cluster.distribute_train_data(  # data_sharding=file: this worker's files only
             session.strategy,
             lambda shard, batch: _limit(
                 make_dataset(session.train_samples, num_classes, data_cfg, True, weights,
-                             batch_size=batch, augment=phase.augment, shard=shard),
+                             batch_size=batch, augment=phase.augment, shard=shard, augmenter=augmenter),
                 trainer.max_train_batches,
             ),
             trainer.data_sharding,
             data_cfg.batch_size,
         )
-        return fm.model, train_ds, _limit(val_ds, trainer.max_val_batches), mode, lambda: None
+        return PhaseData(fm.model, train_ds, _limit(val_ds, trainer.max_val_batches), mode, augmenter=augmenter)
     started = time.time()
     print(f"Phase {phase.name}: computing frozen-backbone features once ({mode} cache).")
     # unshuffled and unaugmented: the features are shuffled per epoch by feature_dataset
@@ -414,7 +442,7 @@ def _phase_data(phase: Phase, session: Session):
     ]
     print(f"features ready in {time.time() - started:.1f} s")
     batch, seed = data_cfg.batch_size, data_cfg.seed
-    return (
+    return PhaseData(
         fm.heads,
         feature_dataset(cached[0], batch, shuffle=True, seed=seed),
         feature_dataset(cached[1], batch, shuffle=False, seed=seed),
@@ -430,7 +458,7 @@ def evaluate_best(session: Session) -> dict:
     layout, trainer, data_cfg = session.layout, session.settings.trainer, session.data
     has_best = layout.best_model.is_file()
     best = load_model_file(layout.best_model) if has_best else session.fm.model
-    metrics, weighted = build_metrics(session.classes.num_classes, "both")
+    metrics, weighted = build_metrics(session.classes.num_classes, "both", _single_box(session))
     best.compile(loss=session.losses, loss_weights=session.loss_weights, metrics=metrics, weighted_metrics=weighted)
     val_ds = _limit(make_dataset(session.val_samples, session.classes.num_classes, data_cfg, False), trainer.max_val_batches)
     results = best.evaluate(val_ds, verbose=0, return_dict=True)
