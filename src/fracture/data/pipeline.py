@@ -81,17 +81,18 @@ def resize_with_boxes(
 
 
 def model_box_to_image(box, height: int, width: int, size: int, mode: str) -> np.ndarray:
-    """Invert `resize_with_boxes`: a normalized xyxy box on the model's square input ->
-    normalized xyxy on the original `height x width` image (clipped to it)."""
+    """Invert `resize_with_boxes`: normalized xyxy box(es) `(..., 4)` on the model's square
+    input -> normalized xyxy on the original `height x width` image (clipped to it)."""
     box = np.asarray(box, np.float64)
     if mode == "stretch":
         return np.clip(box, 0.0, 1.0)
     scale = size / max(height, width)
     new_h, new_w = max(round(height * scale), 1), max(round(width * scale), 1)
     pad_y, pad_x = (size - new_h) // 2, (size - new_w) // 2
-    x1, y1, x2, y2 = box * size
-    out = np.array([(x1 - pad_x) / new_w, (y1 - pad_y) / new_h, (x2 - pad_x) / new_w, (y2 - pad_y) / new_h])
-    return np.clip(out, 0.0, 1.0)
+    pixels = box * size
+    shift = np.array([pad_x, pad_y, pad_x, pad_y], np.float64)
+    extent = np.array([new_w, new_h, new_w, new_h], np.float64)
+    return np.clip((pixels - shift) / extent, 0.0, 1.0)
 
 
 class BoxAugmenter:
