@@ -13,7 +13,13 @@ import keras
 
 from fracture.config import typed
 from fracture.models.backbones import build_backbone
-from fracture.models.detection import ClassHeadSpec, DenseHeadSpec, DetectionConfig, NeckSpec, build_dense_heads
+from fracture.models.detection import (
+    ClassHeadSpec,
+    DenseHeadSpec,
+    DetectionConfig,
+    NeckSpec,
+    build_dense_heads,
+)
 from fracture.models.heads import build_heads
 
 BOX_HEADS = ("single", "dense")

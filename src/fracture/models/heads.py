@@ -9,6 +9,7 @@ and the losses on them lose too much in float16.
 from __future__ import annotations
 
 import keras
+
 from fracture.models.box_ops import canonical_xyxy
 
 

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 
 from fracture.models.classifier import ModelConfig, build_model
-from fracture.models.detection import DetectionConfig, DetectionLoss, build_detection_losses, num_locations
+from fracture.models.detection import (
+    DetectionConfig,
+    DetectionLoss,
+    build_detection_losses,
+    num_locations,
+)
 from fracture.models.losses import LossConfig
 
 SIZE, K = 64, 3
-TINY = dict(backbone="small_cnn", weights=None, box_head="dense", neck_width=16, head_convs=1, detection={"norm_groups": 4}, dropout=0.0)
+TINY = {"backbone": "small_cnn", "weights": None, "box_head": "dense", "neck_width": 16, "head_convs": 1, "detection": {"norm_groups": 4}, "dropout": 0.0}
 PAD = [-1.0] * 5
 
 

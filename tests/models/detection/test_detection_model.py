@@ -10,7 +10,7 @@ from fracture.config import typed
 from fracture.models.classifier import ModelConfig, build_model, split_saved_model
 from fracture.models.detection import DetectionConfig, num_locations, prior_bias
 
-TINY = dict(backbone="small_cnn", weights=None, box_head="dense", neck_width=16, head_convs=1, detection={"norm_groups": 4})
+TINY = {"backbone": "small_cnn", "weights": None, "box_head": "dense", "neck_width": 16, "head_convs": 1, "detection": {"norm_groups": 4}}
 MODEL_SECTIONS = ("loss", "class_weights", "optimizer", "class_metric")
 
 

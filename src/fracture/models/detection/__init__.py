@@ -5,18 +5,63 @@ backbone [C3, C4, C5] -> `neck` (FPN + PAN) -> shared `head` -> "detections" `(B
 `decode`. The image-level class head pools C5 beside it (`head.build_dense_heads`).
 """
 
-from fracture.models.detection.anchors import AnchorPoints, anchor_points, feature_sizes, num_locations
+from fracture.models.detection.anchors import (
+    AnchorPoints,
+    anchor_points,
+    feature_sizes,
+    num_locations,
+)
 from fracture.models.detection.assigner import Assignment, assign
-from fracture.models.detection.config import AssignerConfig, DecodeConfig, DetectionConfig, DetectionLossConfig, prior_bias
-from fracture.models.detection.decode import DetectionDecoder, decode_detections, dense_boxes_and_scores
-from fracture.models.detection.head import ClassHeadSpec, DenseHeadSpec, build_dense_heads
-from fracture.models.detection.layout import CLASS_START, QUALITY_CHANNEL, dense_channels, split_dense
+from fracture.models.detection.config import (
+    AssignerConfig,
+    DecodeConfig,
+    DetectionConfig,
+    DetectionLossConfig,
+    prior_bias,
+)
+from fracture.models.detection.decode import (
+    DetectionDecoder,
+    decode_detections,
+    dense_boxes_and_scores,
+)
+from fracture.models.detection.head import (
+    ClassHeadSpec,
+    DenseHeadSpec,
+    build_dense_heads,
+)
+from fracture.models.detection.layout import (
+    CLASS_START,
+    QUALITY_CHANNEL,
+    dense_channels,
+    split_dense,
+)
 from fracture.models.detection.loss import DetectionLoss, build_detection_losses
 from fracture.models.detection.neck import NeckSpec, fpn_pan
 
 __all__ = [
-    "AnchorPoints", "AssignerConfig", "Assignment", "CLASS_START", "ClassHeadSpec", "DecodeConfig", "DenseHeadSpec",
-    "DetectionConfig", "DetectionDecoder", "DetectionLoss", "DetectionLossConfig", "NeckSpec", "QUALITY_CHANNEL",
-    "anchor_points", "assign", "build_dense_heads", "build_detection_losses", "decode_detections",
-    "dense_boxes_and_scores", "dense_channels", "feature_sizes", "fpn_pan", "num_locations", "prior_bias", "split_dense",
+    "CLASS_START",
+    "QUALITY_CHANNEL",
+    "AnchorPoints",
+    "AssignerConfig",
+    "Assignment",
+    "ClassHeadSpec",
+    "DecodeConfig",
+    "DenseHeadSpec",
+    "DetectionConfig",
+    "DetectionDecoder",
+    "DetectionLoss",
+    "DetectionLossConfig",
+    "NeckSpec",
+    "anchor_points",
+    "assign",
+    "build_dense_heads",
+    "build_detection_losses",
+    "decode_detections",
+    "dense_boxes_and_scores",
+    "dense_channels",
+    "feature_sizes",
+    "fpn_pan",
+    "num_locations",
+    "prior_bias",
+    "split_dense",
 ]

@@ -9,14 +9,14 @@ everything after them are float32 whatever the global policy (mixed-precision sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 
 from fracture.models.detection.anchors import feature_sizes
 from fracture.models.detection.config import PRIOR_PROBABILITY, prior_bias
 from fracture.models.detection.layout import dense_channels
-from fracture.models.detection.neck import NeckSpec, conv_norm_act, fpn_pan
+from fracture.models.detection.neck import NeckSpec, fpn_pan
 from fracture.models.heads import class_head
 
 
@@ -37,7 +37,7 @@ class DenseHeadSpec:
     num_classes: int
     image_size: int
     strides: tuple[int, ...] = (8, 16, 32)
-    neck: NeckSpec = NeckSpec()
+    neck: NeckSpec = field(default_factory=NeckSpec)
     convs: int = 2
     prior_probability: float = PRIOR_PROBABILITY
 

@@ -23,7 +23,11 @@ from keras import ops
 from fracture.models.box_ops import IOU_VARIANTS, iou
 from fracture.models.detection.anchors import anchor_points, check_locations
 from fracture.models.detection.assigner import Assignment, assign
-from fracture.models.detection.config import AssignerConfig, DetectionConfig, DetectionLossConfig
+from fracture.models.detection.config import (
+    AssignerConfig,
+    DetectionConfig,
+    DetectionLossConfig,
+)
 from fracture.models.detection.layout import distances_to_boxes, split_dense
 from fracture.models.losses import LossConfig, build_losses
 
