@@ -1,5 +1,9 @@
 """Backbone registry: name -> a `keras.applications` feature extractor that takes raw RGB.
 
+`build_backbone(..., multiscale=True)` returns the same network with three outputs
+[C3, C4, C5] at strides 8, 16, 32 (for the dense detector's neck); the layer each one is
+tapped from is recorded in the registry spec (`BackboneSpec.feature_layers`).
+
 Every backbone built here takes raw 0-255 RGB images: families whose keras.applications
 constructor does not normalise inside the model (DenseNet, ResNet) get an
 `ImageNormalization` layer in front, so a saved model needs no outside preprocessing.
@@ -78,31 +82,53 @@ class BackboneSpec:
         normalization: `ImageNormalization` mode to put in front, or None when the
             keras.applications model already normalises raw 0-255 input itself.
         constructor_kwargs: extra constructor arguments.
+        feature_layers: the layers whose outputs are C3, C4, C5 (strides 8, 16, 32) in the
+            multi-scale backbone; `None` names the network's own output (auto-named in
+            some keras.applications, and the features the single-box model pools).
     """
 
     constructor: Callable | None
     normalization: str | None = None
     constructor_kwargs: tuple = ()
+    feature_layers: tuple[str | None, str | None, str | None] = (None, None, None)
+
+
+# Multi-scale taps, by family. Each is the last (post-activation where the family has one)
+# layer at its stride; the names do not depend on the depth within a family.
+DENSENET_TAPS = ("pool3_relu", "pool4_relu", None)
+EFFICIENTNET_TAPS = ("block4a_expand_activation", "block6a_expand_activation", None)
+RESNET50_TAPS = ("conv3_block4_out", "conv4_block6_out", None)
+MOBILENET_V3_SMALL_TAPS = ("expanded_conv_2_add", "expanded_conv_7_add", None)
+MOBILENET_V3_LARGE_TAPS = ("expanded_conv_5_add", "expanded_conv_11_add", None)
+SMALL_CNN_TAPS = ("relu3", "relu4", "relu5")
+# EfficientNet-Lite stages 2 and 4 end at strides 8 and 16 (stage 6 and the head at 32).
+LITE_TAP_STAGES = (2, 4)
+
+
+def lite_taps(name: str) -> tuple[str | None, str | None, str | None]:
+    """The last block of Lite stages 2 and 4 (their residual add), then the head output."""
+    ends = [sum(LITE_VARIANTS[name].repeats[: stage + 1]) - 1 for stage in LITE_TAP_STAGES]
+    return (*(f"blocks_{block}_add" for block in ends), None)
 
 
 def _apps(name: str) -> Callable:
     return getattr(keras.applications, name)
 
 
+PREPROCESSING_INSIDE = (("include_preprocessing", True),)
+
 BACKBONES: dict[str, BackboneSpec] = {
-    "densenet121": BackboneSpec(_apps("DenseNet121"), "torch"),
-    "densenet169": BackboneSpec(_apps("DenseNet169"), "torch"),
-    "densenet201": BackboneSpec(_apps("DenseNet201"), "torch"),
-    **{f"efficientnet_b{i}": BackboneSpec(_apps(f"EfficientNetB{i}")) for i in range(8)},
+    **{f"densenet{d}": BackboneSpec(_apps(f"DenseNet{d}"), "torch", (), DENSENET_TAPS) for d in (121, 169, 201)},
+    **{f"efficientnet_b{i}": BackboneSpec(_apps(f"EfficientNetB{i}"), None, (), EFFICIENTNET_TAPS) for i in range(8)},
     **{
-        f"efficientnetv2_{v.lower()}": BackboneSpec(_apps(f"EfficientNetV2{v}"), None, (("include_preprocessing", True),))
+        f"efficientnetv2_{v.lower()}": BackboneSpec(_apps(f"EfficientNetV2{v}"), None, PREPROCESSING_INSIDE, EFFICIENTNET_TAPS)
         for v in ("B0", "B1", "B2", "B3", "S")
     },
-    "resnet50": BackboneSpec(_apps("ResNet50"), "caffe"),
-    "mobilenet_v3_small": BackboneSpec(_apps("MobileNetV3Small"), None, (("include_preprocessing", True),)),
-    "mobilenet_v3_large": BackboneSpec(_apps("MobileNetV3Large"), None, (("include_preprocessing", True),)),
-    **{name: BackboneSpec(partial(EfficientNetLite, name), "lite") for name in LITE_VARIANTS},
-    "small_cnn": BackboneSpec(None, "unit"),
+    "resnet50": BackboneSpec(_apps("ResNet50"), "caffe", (), RESNET50_TAPS),
+    "mobilenet_v3_small": BackboneSpec(_apps("MobileNetV3Small"), None, PREPROCESSING_INSIDE, MOBILENET_V3_SMALL_TAPS),
+    "mobilenet_v3_large": BackboneSpec(_apps("MobileNetV3Large"), None, PREPROCESSING_INSIDE, MOBILENET_V3_LARGE_TAPS),
+    **{name: BackboneSpec(partial(EfficientNetLite, name), "lite", (), lite_taps(name)) for name in LITE_VARIANTS},
+    "small_cnn": BackboneSpec(None, "unit", (), SMALL_CNN_TAPS),
 }
 
 
@@ -110,21 +136,28 @@ class WeightsUnavailableError(RuntimeError):
     """Requested weights could not be loaded and `strict_weights` is on."""
 
 
-def small_cnn(input_shape: tuple[int, int, int], name: str = "small_cnn") -> keras.Model:
-    """A four-stage conv net, fast on a CPU: for the demo and for tests."""
+SMALL_CNN_WIDTHS = (16, 32, 64, 96)
+# Two more stages give the multi-scale version its stride-16 and stride-32 taps; the first
+# four keep their names, so the single-box small_cnn is unchanged.
+SMALL_CNN_DEEP_WIDTHS = (*SMALL_CNN_WIDTHS, 128, 128)
+
+
+def small_cnn(input_shape: tuple[int, int, int], name: str = "small_cnn", widths: tuple[int, ...] = SMALL_CNN_WIDTHS) -> keras.Model:
+    """A conv net of `len(widths)` stages (each but the last halves the map), fast on a CPU:
+    for the demo and for tests. Four stages end at stride 8; six at stride 32."""
     inputs = keras.Input(input_shape)
     x = inputs
-    for i, filters in enumerate((16, 32, 64, 96)):
+    for i, filters in enumerate(widths):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
         # momentum 0.9: inference statistics settle within the few hundred steps a demo runs.
         x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.Activation("relu", name=f"relu{i}")(x)
-        x = keras.layers.MaxPooling2D(name=f"pool{i}")(x) if i < 3 else x
+        x = keras.layers.MaxPooling2D(name=f"pool{i}")(x) if i < len(widths) - 1 else x
     return keras.Model(inputs, x, name=name)
 
 
 def build_backbone(
-    name: str, image_size: int, weights: str | None = "imagenet", strict: bool = False
+    name: str, image_size: int, weights: str | None = "imagenet", strict: bool = False, multiscale: bool = False
 ) -> tuple[keras.Model, str | None]:
     """Build a feature extractor that maps raw RGB `(S, S, 3)` to a feature map.
 
@@ -134,6 +167,8 @@ def build_backbone(
         weights: "imagenet", None (random init), or a path to a `.h5`/`.weights.h5` file of
             this backbone's weights.
         strict: raise `WeightsUnavailableError` instead of falling back to random init.
+        multiscale: output the list [C3, C4, C5] (strides 8, 16, 32) tapped at the spec's
+            `feature_layers` instead of the one final feature map.
 
     Returns:
         The backbone and what its weights really are ("imagenet", the path, or None), to
@@ -146,15 +181,25 @@ def build_backbone(
     inputs = keras.Input(shape, name="image")
     x = ImageNormalization(spec.normalization, name="normalization")(inputs) if spec.normalization else inputs
     if spec.constructor is None:
-        core = small_cnn(shape)
+        core = small_cnn(shape, widths=SMALL_CNN_DEEP_WIDTHS if multiscale else SMALL_CNN_WIDTHS)
         loaded = None
     else:
         core, loaded = _application(spec, name, shape, weights, strict)
-    features = core(x)
+    features = feature_taps(core, spec.feature_layers)(x) if multiscale else core(x)
     backbone = keras.Model(inputs, features, name=f"{name}_backbone")
     if weights not in (None, "imagenet"):
         loaded = _load_file(backbone, core, Path(weights), strict)
     return backbone, loaded
+
+
+def feature_taps(core: keras.Model, layer_names: tuple[str | None, ...]) -> keras.Model:
+    """`core` with its outputs replaced by the named layers' outputs (None: its own output).
+
+    It shares every layer with `core` and keeps its name, so weights loaded into `core`
+    (legacy `.h5`) or saved under the backbone (`.weights.h5`) land in the same variables.
+    """
+    outputs = [core.output if layer is None else core.get_layer(layer).output for layer in layer_names]
+    return keras.Model(core.inputs, outputs, name=core.name)
 
 
 def _application(spec: BackboneSpec, name: str, shape, weights, strict) -> tuple[keras.Model, str | None]:

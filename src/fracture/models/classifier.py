@@ -1,4 +1,9 @@
-"""The end-to-end two-head model: raw RGB -> backbone -> heads -> {"class", "box"}."""
+"""The end-to-end two-head model: raw RGB -> backbone -> heads -> {"class", "box"}.
+
+With `box_head: dense` the box head is the multi-scale anchor-free detector
+(`fracture.models.detection`): raw RGB -> backbone [C3, C4, C5] -> heads -> {"class",
+"detections"}.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,18 @@ from dataclasses import dataclass, field
 
 import keras
 
+from fracture.config import typed
 from fracture.models.backbones import build_backbone
+from fracture.models.detection import (
+    ClassHeadSpec,
+    DenseHeadSpec,
+    DetectionConfig,
+    NeckSpec,
+    build_dense_heads,
+)
 from fracture.models.heads import build_heads
+
+BOX_HEADS = ("single", "dense")
 
 
 @dataclass
@@ -25,6 +40,28 @@ class ModelConfig:
     class_weights: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     optimizer: dict = field(default_factory=dict)
+    box_head: str = "single"
+    neck_width: int = 64
+    head_convs: int = 2
+    strides: list = field(default_factory=lambda: [8, 16, 32])
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+
+    def __post_init__(self):
+        if self.box_head not in BOX_HEADS:
+            raise ValueError(f"model.box_head={self.box_head!r}; expected one of {BOX_HEADS}.")
+        if isinstance(self.detection, dict):
+            self.detection = typed(DetectionConfig, self.detection, "model.detection")
+        if list(self.strides) != [8, 16, 32]:
+            # The backbone registry taps exactly these three levels.
+            raise ValueError(f"model.strides={list(self.strides)}; the backbones provide [8, 16, 32].")
+
+    def dense_head_spec(self, num_classes: int, image_size: int) -> DenseHeadSpec:
+        """The detector head's shape from these keys."""
+        neck = NeckSpec(self.neck_width, self.detection.norm_groups)
+        return DenseHeadSpec(num_classes, image_size, tuple(self.strides), neck, self.head_convs, self.detection.prior_probability)
+
+    def class_head_spec(self, num_classes: int) -> ClassHeadSpec:
+        return ClassHeadSpec(num_classes, self.dropout, self.attention_gate, self.attention_hidden_units)
 
 
 @dataclass
@@ -32,9 +69,10 @@ class FractureModel:
     """The model and its parts, which share weights.
 
     Attributes:
-        model: images `(B, S, S, 3)` raw 0-255 -> {"class", "box"}; what gets saved.
-        backbone: images -> feature map.
-        heads: feature map -> {"class", "box"}; trained alone on cached features.
+        model: images `(B, S, S, 3)` raw 0-255 -> {"class", "box"} (single) or
+            {"class", "detections"} (dense); what gets saved.
+        backbone: images -> feature map (single) or [C3, C4, C5] (dense).
+        heads: the backbone's output -> the model's outputs; trained alone on cached features.
         weights: what the backbone weights really are ("imagenet", a path, or None = random).
     """
 
@@ -46,6 +84,8 @@ class FractureModel:
 
 def build_model(cfg: ModelConfig, num_classes: int, image_size: int) -> FractureModel:
     """Build the backbone from the registry and put the two heads on it."""
+    if cfg.box_head == "dense":
+        return _build_dense_model(cfg, num_classes, image_size)
     backbone, loaded = build_backbone(cfg.backbone, image_size, cfg.weights, cfg.strict_weights)
     heads = build_heads(
         tuple(backbone.output.shape[1:]),
@@ -58,6 +98,16 @@ def build_model(cfg: ModelConfig, num_classes: int, image_size: int) -> Fracture
     images = keras.Input((image_size, image_size, 3), name="image")
     outputs = heads(backbone(images))
     model = keras.Model(images, outputs, name=f"fracture_{cfg.backbone}")
+    return FractureModel(model, backbone, heads, loaded)
+
+
+def _build_dense_model(cfg: ModelConfig, num_classes: int, image_size: int) -> FractureModel:
+    """Multi-scale backbone -> {"class" (pooled C5), "detections" (FPN + PAN + dense head)}."""
+    backbone, loaded = build_backbone(cfg.backbone, image_size, cfg.weights, cfg.strict_weights, multiscale=True)
+    feature_shapes = [tuple(t.shape[1:]) for t in backbone.outputs]
+    heads = build_dense_heads(feature_shapes, cfg.dense_head_spec(num_classes, image_size), cfg.class_head_spec(num_classes))
+    images = keras.Input((image_size, image_size, 3), name="image")
+    model = keras.Model(images, heads(backbone(images)), name=f"fracture_{cfg.backbone}_detector")
     return FractureModel(model, backbone, heads, loaded)
 
 

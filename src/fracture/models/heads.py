@@ -9,6 +9,7 @@ and the losses on them lose too much in float16.
 from __future__ import annotations
 
 import keras
+
 from fracture.models.box_ops import canonical_xyxy
 
 
@@ -64,6 +65,19 @@ class CanonicalBox(keras.layers.Layer):
         return input_shape
 
 
+def class_head(features, num_classes: int, dropout: float = 0.3, attention_gate: bool = False, attention_hidden_units: int = 0):
+    """Feature map -> `(softmax (B, C), pooled features after dropout)`: the image-level
+    class head, shared by the single-box heads and the dense detector's heads (which pool C5).
+    """
+    x = features
+    if attention_gate:
+        x = AttentionGate(attention_hidden_units, name="attention_gate")(x)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
+    class_logits = keras.layers.Dense(num_classes, dtype="float32", name="class_logits")(pooled)
+    return keras.layers.Activation("softmax", dtype="float32", name="class")(class_logits), pooled
+
+
 def build_heads(
     feature_shape: tuple[int, int, int],
     num_classes: int,
@@ -83,13 +97,7 @@ def build_heads(
         attention_hidden_units: see `AttentionGate`.
     """
     features = keras.Input(feature_shape, name="features")
-    x = features
-    if attention_gate:
-        x = AttentionGate(attention_hidden_units, name="attention_gate")(x)
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
-    class_logits = keras.layers.Dense(num_classes, dtype="float32", name="class_logits")(pooled)
-    class_probs = keras.layers.Activation("softmax", dtype="float32", name="class")(class_logits)
+    class_probs, pooled = class_head(features, num_classes, dropout, attention_gate, attention_hidden_units)
     b = pooled
     if box_hidden_units:
         b = keras.layers.Dense(box_hidden_units, activation="relu", name="box_hidden")(b)

@@ -133,15 +133,20 @@ class BoxLoss(keras.losses.Loss):
         return {**super().get_config(), "iou": self.iou, "l1_weight": self.l1_weight, "iou_weight": self.iou_weight}
 
 
-def build_losses(cfg: LossConfig) -> tuple[dict, dict]:
-    """`(losses, loss_weights)` dicts keyed by output name, for `model.compile`."""
+def build_losses(cfg: LossConfig, box_output: str = "box", box_loss: keras.losses.Loss | None = None) -> tuple[dict, dict]:
+    """`(losses, loss_weights)` dicts keyed by output name, for `model.compile`.
+
+    Args:
+        box_output: the name of the box output ("detections" for the dense detector).
+        box_loss: its loss; default the single-box `BoxLoss` from `cfg`.
+    """
     losses = {
         "class": ClassificationLoss(
             cfg.classification, cfg.label_smoothing, cfg.focal_gamma, cfg.focal_alpha, cfg.hybrid_focal_weight
         ),
-        "box": BoxLoss(cfg.box, cfg.box_l1_weight, cfg.box_iou_weight),
+        box_output: box_loss if box_loss is not None else BoxLoss(cfg.box, cfg.box_l1_weight, cfg.box_iou_weight),
     }
-    return losses, {"class": cfg.class_loss_weight, "box": cfg.box_loss_weight}
+    return losses, {"class": cfg.class_loss_weight, box_output: cfg.box_loss_weight}
 
 
 def compute_class_weights(

@@ -1,0 +1,98 @@
+"""The `model.detection` config group: assigner, loss and decoding knobs of the dense head.
+
+Typed dataclasses, so `fracture.config.typed` rejects unknown keys by name (documented in
+conf/model/default.yaml). The neck/head widths and strides are `ModelConfig` keys.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+BOX_LOSSES = ("giou", "ciou")
+PRIOR_PROBABILITY = 0.01
+
+
+@dataclass
+class AssignerConfig:
+    """FCOS-style assignment (see `detection.assigner`).
+
+    Attributes:
+        center_radius: a location is a candidate when it lies in the box AND within
+            `center_radius * stride` of the box centre (FCOS center sampling).
+        regress_ranges: the largest ltrb distance (input pixels) a location may regress at
+            each level boundary: level l takes [ranges[l-1], ranges[l]] (0 and inf at the
+            ends), so there is one fewer value than levels.
+        nearest_positive: the location nearest each box centre, on the level its size
+            belongs to, is always positive: a box smaller than a stride may hold no
+            location centre at all, and fractures are often small.
+    """
+
+    center_radius: float = 2.5
+    regress_ranges: list = field(default_factory=lambda: [64.0, 128.0])
+    nearest_positive: bool = True
+
+    def __post_init__(self):
+        if self.center_radius <= 0:
+            raise ValueError(f"model.detection.assigner.center_radius={self.center_radius}; must be > 0.")
+        if list(self.regress_ranges) != sorted(self.regress_ranges):
+            raise ValueError(f"model.detection.assigner.regress_ranges={self.regress_ranges}; must be increasing.")
+
+
+@dataclass
+class DetectionLossConfig:
+    """Weights and shapes of the three terms of `DetectionLoss`.
+
+    Attributes:
+        focal_gamma, focal_alpha: sigmoid focal loss on the class logits of every location.
+        box: "giou" or "ciou" on the positives' decoded boxes.
+        class_weight, box_weight, quality_weight: term weights (each term is a sum
+            normalised by the batch's number of positives, at least 1).
+    """
+
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    box: str = "giou"
+    class_weight: float = 1.0
+    box_weight: float = 2.0
+    quality_weight: float = 1.0
+
+    def __post_init__(self):
+        if self.box not in BOX_LOSSES:
+            raise ValueError(f"model.detection.loss.box={self.box!r}; expected one of {BOX_LOSSES}.")
+
+
+@dataclass
+class DecodeConfig:
+    """Defaults for `decode_detections` (evaluation's; predict passes its own confidence)."""
+
+    confidence: float = 0.001
+    iou: float = 0.7
+    max_detections: int = 300
+
+
+@dataclass
+class DetectionConfig:
+    """`model.detection`: used only when `model.box_head=dense`.
+
+    Attributes:
+        norm_groups: GroupNormalization groups in the neck and head (must divide
+            `model.neck_width`); GroupNorm because CPU batches are small.
+        prior_probability: initial sigmoid of every class logit (the focal-loss prior), so
+            the first loss is ~1 instead of hundreds from the many background locations.
+    """
+
+    norm_groups: int = 16
+    prior_probability: float = PRIOR_PROBABILITY
+    assigner: AssignerConfig = field(default_factory=AssignerConfig)
+    loss: DetectionLossConfig = field(default_factory=DetectionLossConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self):
+        if not 0.0 < self.prior_probability < 1.0:
+            raise ValueError(f"model.detection.prior_probability={self.prior_probability}; must be in (0, 1).")
+
+
+def prior_bias(probability: float) -> float:
+    """The logit bias whose sigmoid is `probability`: -log((1 - p) / p)."""
+    return -math.log((1.0 - probability) / probability)
