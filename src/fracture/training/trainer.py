@@ -27,6 +27,7 @@ from fracture.config import typed
 from fracture.data.classes import ClassMapping
 from fracture.data.config import DataConfig
 from fracture.models.classifier import FractureModel, ModelConfig, build_model, set_backbone_trainable
+from fracture.models.detection.loss import build_detection_losses
 from fracture.models.losses import ClassWeightConfig, LossConfig, build_losses, class_counts, compute_class_weights
 from fracture.models.metrics import build_metrics
 from fracture.runs import (
@@ -269,7 +270,7 @@ def _session(cfg, settings: TrainSettings, data_cfg: DataConfig, layout: RunLayo
         fm = build_model(settings.model, classes.num_classes, data_cfg.image_size)
         if settings.trainer.sync_batchnorm:
             cluster.sync_batchnorm(fm.model, strategy)
-    losses, loss_weights = build_losses(settings.loss)
+    losses, loss_weights = _losses(settings, data_cfg)
     update_run_info(
         layout.root,
         backbone=settings.model.backbone,
@@ -323,6 +324,21 @@ def _run(session: Session) -> TrainResult:
     else:
         session.claim.lock.release()
     return TrainResult(layout.root, status, metrics, state.epoch - epochs_before)
+
+
+def _losses(settings: TrainSettings, data_cfg: DataConfig) -> tuple[dict, dict]:
+    """The losses of the model's outputs: the dense detector trains on every box
+    (`data.multi_object_rule=all`), the single-box head on one box per image."""
+    dense = settings.model.box_head == "dense"
+    if dense != (data_cfg.multi_object_rule == "all"):
+        raise ValueError(
+            f"model.box_head={settings.model.box_head} needs "
+            + ("data.multi_object_rule=all (every box)" if dense else "an image-level data.multi_object_rule, not 'all'")
+            + f"; got data.multi_object_rule={data_cfg.multi_object_rule}."
+        )
+    if dense:
+        return build_detection_losses(settings.loss, settings.model.detection, data_cfg.image_size, settings.model.strides)
+    return build_losses(settings.loss)
 
 
 def _mark_phase_done(phase: Phase, session: Session) -> None:
