@@ -174,6 +174,54 @@ def _record(run, p: np.ndarray, box: np.ndarray, h: int, w: int, screening: Scre
     return record
 
 
+@dataclass(frozen=True)
+class ImageDetections:
+    """One image's decoded detections, best first, in the original image's pixels.
+
+    Attributes:
+        boxes: `(D, 4)` xyxy pixels.
+        scores: `(D,)` sqrt(class probability x predicted IoU quality).
+        classes: `(D,)` the run's class ids ("no finding" never appears).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+
+def decode_config(run, confidence: float | None = None):
+    """The run's decoding settings (`model.detection.decode`); `confidence` overrides the
+    evaluation default (0.001: every box counts for AP) with an operating point."""
+    from dataclasses import replace
+
+    from fracture.config import typed
+    from fracture.models.detection.config import DecodeConfig
+
+    decode = typed(DecodeConfig, run.model_config.get("detection", {}).get("decode", {}), "model.detection.decode")
+    return decode if confidence is None else replace(decode, confidence=float(confidence))
+
+
+def detections_in_image_frame(run, dense: np.ndarray, sizes: list[tuple[int, int]], decode) -> list[ImageDetections]:
+    """Dense head outputs of a batch -> each image's detections after class-wise NMS, mapped
+    back through the letterbox to its original `(height, width)` in pixels."""
+    from fracture.data.pipeline import model_box_to_image
+    from fracture.models.detection.decode import decode_detections
+
+    size = run.data.image_size
+    boxes, scores, classes, valid = (
+        np.asarray(t) for t in decode_detections(
+            dense, size, conf=decode.confidence, iou=decode.iou, max_det=decode.max_detections,
+            ignore_class=run.classes.negative_id,
+        )
+    )
+    out = []
+    for i, (h, w) in enumerate(sizes):
+        n = int(valid[i])
+        pixels = model_box_to_image(boxes[i, :n], h, w, size, run.data.resize).reshape(-1, 4) * [w, h, w, h]
+        out.append(ImageDetections(pixels, scores[i, :n].astype(float), classes[i, :n].astype(int)))
+    return out
+
+
 def predict_files(
     run, files: Iterable[Path], overlay_dir: Path | None, batch_size: int = 16, screening: Screening | None = None
 ) -> PredictionResult:

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -311,10 +311,16 @@ class LoadedRun:
     model: "keras.Model"
     classes: "ClassMapping"
     data: "DataConfig"
+    model_config: dict = field(default_factory=dict)  # the run's `model` section, resolved
 
     @property
     def run_dir(self) -> Path:
         return self.layout.root
+
+    @property
+    def is_detector(self) -> bool:
+        """A dense multi-box detector (outputs "detections"), not the single-box model."""
+        return "detections" in self.model.output
 
 
 # Data keys that may differ at evaluation time; the others shape what the model sees.
@@ -356,4 +362,4 @@ def load_run(run_dir: str | Path, data_override: dict | None = None, model_file:
     data = {**run_cfg["data"], **override}
     data.pop("synthetic", None)  # generated at training time; evaluation only reads it
     model = load_model_file(layout.root / model_file)
-    return LoadedRun(layout, model, ClassMapping.load(layout.classes), DataConfig.from_mapping(data))
+    return LoadedRun(layout, model, ClassMapping.load(layout.classes), DataConfig.from_mapping(data), run_cfg.get("model", {}))

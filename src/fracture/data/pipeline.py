@@ -80,19 +80,32 @@ def resize_with_boxes(
     return padded, box * scale_xyxy + shift_xyxy
 
 
+def _letterbox_frame(height: int, width: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where a `height x width` image lands on the letterboxed square: xyxy pixel shift and extent."""
+    scale = size / max(height, width)
+    new_h, new_w = max(round(height * scale), 1), max(round(width * scale), 1)
+    pad_y, pad_x = (size - new_h) // 2, (size - new_w) // 2
+    return np.array([pad_x, pad_y, pad_x, pad_y], np.float64), np.array([new_w, new_h, new_w, new_h], np.float64)
+
+
 def model_box_to_image(box, height: int, width: int, size: int, mode: str) -> np.ndarray:
     """Invert `resize_with_boxes`: normalized xyxy box(es) `(..., 4)` on the model's square
     input -> normalized xyxy on the original `height x width` image (clipped to it)."""
     box = np.asarray(box, np.float64)
     if mode == "stretch":
         return np.clip(box, 0.0, 1.0)
-    scale = size / max(height, width)
-    new_h, new_w = max(round(height * scale), 1), max(round(width * scale), 1)
-    pad_y, pad_x = (size - new_h) // 2, (size - new_w) // 2
-    pixels = box * size
-    shift = np.array([pad_x, pad_y, pad_x, pad_y], np.float64)
-    extent = np.array([new_w, new_h, new_w, new_h], np.float64)
-    return np.clip((pixels - shift) / extent, 0.0, 1.0)
+    shift, extent = _letterbox_frame(height, width, size)
+    return np.clip((box * size - shift) / extent, 0.0, 1.0)
+
+
+def image_box_to_model(box, height: int, width: int, size: int, mode: str) -> np.ndarray:
+    """`resize_with_boxes`' box mapping in numpy: normalized xyxy on the original image ->
+    normalized xyxy on the model's square input."""
+    box = np.asarray(box, np.float64)
+    if mode == "stretch":
+        return box
+    shift, extent = _letterbox_frame(height, width, size)
+    return (box * extent + shift) / size
 
 
 class BoxAugmenter:

@@ -51,6 +51,7 @@ class Predictions:
     probs: np.ndarray
     boxes: np.ndarray
     image_boxes: np.ndarray
+    detections: list | None = None  # a detector's every box per image (inference.ImageDetections)
 
     @property
     def y_true(self) -> np.ndarray:
@@ -66,12 +67,41 @@ def predict(run: LoadedRun, samples: list, sizes: dict, batch_size: int) -> Pred
     from fracture.data.pipeline import make_dataset, model_box_to_image
 
     ds = make_dataset(samples, run.classes.num_classes, run.data, False, cache=None, batch_size=batch_size)
-    outputs = run.model.predict(ds.map(lambda x, y, w: x), verbose=0)
+    images = ds.map(lambda x, y, w: x)
+    if run.is_detector:
+        return _predict_detector(run, samples, sizes, images)
+    outputs = run.model.predict(images, verbose=0)
     boxes = np.asarray(outputs["box"], float)
     image_boxes = np.array(
         [model_box_to_image(b, *sizes[s.image_path], run.data.image_size, run.data.resize) for s, b in zip(samples, boxes)]
     ).reshape(-1, 4)
     return Predictions(samples, np.asarray(outputs["class"], float), boxes, image_boxes)
+
+
+def _predict_detector(run: LoadedRun, samples: list, sizes: dict, images) -> Predictions:
+    """Every box per image (evaluation's decoding: confidence 0.001, NMS IoU 0.7, 300 per
+    image); `boxes`/`image_boxes` hold each image's top detection, so the image-level
+    sections (predictions.csv, the top-box IoU, Grad-CAM panels) read a detector like the
+    single-box model."""
+    from fracture.data.pipeline import image_box_to_model
+    from fracture.inference import decode_config, detections_in_image_frame
+
+    decode = decode_config(run)
+    probs, detections, start = [], [], 0
+    for batch in images:  # batch by batch: the dense outputs of a whole split would be large
+        outputs = run.model.predict_on_batch(batch)
+        probs.append(np.asarray(outputs["class"], float))
+        chunk = samples[start : start + len(batch)]
+        detections += detections_in_image_frame(run, outputs["detections"], [sizes[s.image_path] for s in chunk], decode)
+        start += len(batch)
+    image_boxes = np.array([
+        d.boxes[0] / np.array([w, h, w, h]) if len(d.boxes) else np.zeros(4)
+        for d, (h, w) in zip(detections, (sizes[s.image_path] for s in samples))
+    ]).reshape(-1, 4)
+    model_boxes = np.array([
+        image_box_to_model(b, *sizes[s.image_path], run.data.image_size, run.data.resize) for s, b in zip(samples, image_boxes)
+    ]).reshape(-1, 4)
+    return Predictions(samples, np.concatenate(probs), model_boxes, image_boxes, detections)
 
 
 def index_splits(run: LoadedRun, splits: list[str], cache_dir):
