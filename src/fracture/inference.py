@@ -81,6 +81,8 @@ def output_name(input_path: str | Path) -> str:
 def load_samples_batch(samples: list, num_classes: int, data_cfg) -> tuple[np.ndarray, np.ndarray]:
     """Indexed samples as one batch of model inputs, exactly as evaluation feeds them:
     `(images (N, S, S, 3) float raw 0-255, true boxes (N, 4) in the model's frame)`.
+    With detection targets (`multi_object_rule=all`) the box is each image's largest (the
+    rows come largest first), zeros for a negative, like the single-box target.
 
     The one loader for small fixed batches: Grad-CAM panels, export checks, the
     TensorBoard panel.
@@ -89,7 +91,10 @@ def load_samples_batch(samples: list, num_classes: int, data_cfg) -> tuple[np.nd
 
     ds = make_dataset(samples, num_classes, data_cfg, False, cache=None, batch_size=len(samples))
     images, targets, _ = next(iter(ds))
-    return images.numpy(), targets["box"].numpy()
+    if "box" in targets:
+        return images.numpy(), targets["box"].numpy()
+    largest = targets["detections"].numpy()[:, 0]
+    return images.numpy(), np.where(largest[:, 4:5] >= 0, largest[:, :4], 0.0)
 
 
 def prepare_image(raw, size: int, mode: str) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Evaluation figures (matplotlib, Agg): confusion matrices, ROC, reliability, Grad-CAM panels."""
+"""Evaluation figures (matplotlib, Agg): confusion matrices, ROC, reliability, Grad-CAM
+panels, and a detector's PR curves, FROC curve and worst misses."""
 
 from __future__ import annotations
 
@@ -134,6 +135,56 @@ def explanation_panel(
     for ax in axes:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def precision_recall_figure(curves: dict, ap50: dict, path: Path) -> Path:
+    """Precision-recall at IoU 0.5 per class (and "one class"), each labelled with its AP50.
+
+    Args:
+        curves: name -> (recall, precision) after each ranked detection.
+        ap50: name -> AP50 (NaN: no true box).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for name, (recall, precision) in curves.items():
+        if len(recall):
+            style = {"color": "black", "linewidth": 2.5} if name == "one class" else {"linewidth": 1.2}
+            ax.step(recall, precision, where="post", label=f"{name} (AP50 {_value(ap50.get(name))})", **style)
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="Precision-recall at IoU 0.5")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def froc_figure(fp_per_image: np.ndarray, sensitivity: np.ndarray, points: dict, path: Path) -> Path:
+    """Sensitivity against false positives per image (log x), the reported points marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if len(fp_per_image):
+        ax.step(np.maximum(fp_per_image, 1e-3), sensitivity, where="post", color="tab:blue")
+    rates = [float(r) for r in points]
+    ax.plot(rates, [points[r] if points[r] is not None else math.nan for r in points], "o", color="tab:red")
+    for rate, value in zip(rates, points.values()):
+        ax.annotate(_value(value, 2), (rate, value if value is not None and not math.isnan(value) else 0), fontsize=7,
+                    textcoords="offset points", xytext=(0, 6), ha="center")
+    ax.set(xscale="log", xlim=(0.1, 10), ylim=(0, 1.05), xlabel="false positives per image",
+           ylabel="sensitivity (IoU >= 0.5)", title="FROC (class-agnostic)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def detection_overlay(image: np.ndarray, true_boxes, boxes, scores, title: str, path: Path, top: int = 5) -> Path:
+    """An image with its true boxes (green) and its top detections (red, with scores), pixels."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(np.asarray(image).astype(np.uint8))
+    for box in np.asarray(true_boxes).reshape(-1, 4):
+        _draw_box(ax, box, "lime", None)
+    for box, score in list(zip(np.asarray(boxes).reshape(-1, 4), scores))[:top]:
+        _draw_box(ax, box, "red", None)
+        ax.text(box[0], box[1], f"{score:.2f}", color="red", fontsize=7, va="bottom")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)
 

@@ -2,7 +2,8 @@
 
 The target layer is found the same way for every backbone family: models built by
 `fracture.models.classifier.build_model` are `backbone -> heads`, and the backbone's output
-is its last convolutional feature map. The gradient is taken of the class *logit* (the
+is its last convolutional feature map (for the dense detector, whose backbone gives
+[C3, C4, C5], the image-level class head pools C5, so C5 is explained). The gradient is taken of the class *logit* (the
 softmax saturates).
 """
 
@@ -35,9 +36,10 @@ class GradCam:
         """`(heatmaps (N, S, S) in [0, 1], explained class ids)`; by default the predicted class."""
         images = tf.convert_to_tensor(images, tf.float32)
         with tf.GradientTape() as tape:
-            features = tf.cast(self.backbone(images, training=False), tf.float32)
-            tape.watch(features)
-            logits = tf.cast(self.logits(features, training=False), tf.float32)
+            levels = self._levels(images)
+            tape.watch(levels[-1])
+            features = levels[-1]
+            logits = tf.cast(self.logits(levels if len(levels) > 1 else features, training=False), tf.float32)
             if class_ids is None:
                 class_ids = tf.argmax(logits, axis=-1)
             score = tf.gather(logits, tf.cast(class_ids, tf.int32), axis=1, batch_dims=1)
@@ -49,9 +51,14 @@ class GradCam:
         cam = tf.math.divide_no_nan(cam, peak)
         return cam.numpy(), np.asarray(class_ids)
 
+    def _levels(self, images) -> list:
+        """The backbone's outputs as a list of float32 maps (one, or C3/C4/C5)."""
+        outputs = self.backbone(images, training=False)
+        return [tf.cast(o, tf.float32) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+
     def attention(self, images: np.ndarray) -> np.ndarray | None:
         """The attention gate's mask resized to the image `(N, S, S)`, or None without a gate."""
         if self.gate is None:
             return None
-        mask = self.gate.mask_of(self.backbone(tf.convert_to_tensor(images, tf.float32), training=False))
+        mask = self.gate.mask_of(self._levels(tf.convert_to_tensor(images, tf.float32))[-1])
         return tf.image.resize(tf.cast(mask, tf.float32), (self.image_size, self.image_size))[..., 0].numpy()

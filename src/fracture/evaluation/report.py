@@ -29,7 +29,12 @@ def _num(value, digits=3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-METRIC_BLOCKS = ("classification", "auc", "calibration", "screening", "boxes")
+def _num_ci(ci) -> str:
+    """A CI of a 0-1 score that is not a rate (AP), as numbers."""
+    return "n/a" if ci is None or ci[0] is None or math.isnan(ci[0]) else f"{_num(ci[0])}-{_num(ci[1])}"
+
+
+METRIC_BLOCKS = ("classification", "auc", "calibration", "screening", "boxes", "detection")
 
 
 def undefined_lines(result: dict) -> list[str]:
@@ -65,6 +70,23 @@ def headline_rows(result: dict) -> list[list[str]]:
         ["box AP50 / AP50:95 (pycocotools)", f"{_num(b['ap50'])} / {_num(b['ap50_95'])}", ""],
     ]
     return rows
+
+
+def detection_section(d: dict) -> list[str]:
+    """The detector's section: mAP, per-class AP50 with CIs, one-class AP50, FROC, conventions."""
+    parts = ["## Detection (every box, original image frame)", markdown_table(["metric", "value", "95% CI (bootstrap)"], [
+        ["mAP50 (pycocotools)", _num(d["map50"]), ""],
+        ["mAP50-95 (pycocotools)", _num(d["map50_95"]), ""],
+        ["one-class 'fracture' AP50", _num(d["one_class_ap50"]), _num_ci(d["one_class_ap50_ci"])],
+        ["sensitivity at 1 FP/image", _pct(d["sens_at_1fp"]), _ci(d["sens_at_1fp_ci"])],
+        ["images / true boxes / detections", f"{d['images']} / {d['true_boxes']} / {d['detections']}", ""],
+    ])]
+    rows = [[name, v["n_boxes"], _num(v["ap50"]), _num_ci(v["ci"])] for name, v in d["per_class"].items()]
+    parts += ["### Per class", markdown_table(["class", "true boxes", "AP50", "95% CI"], rows)]
+    parts += ["### FROC", markdown_table(["FP per image", *d["froc"].keys()], [["sensitivity", *(_pct(v) for v in d["froc"].values())]])]
+    parts += ["![precision-recall](detection_pr.png)", "![FROC](froc.png)"]
+    parts += ["### Conventions", "\n".join(f"- **{k}**: {v}" for k, v in d["conventions"].items())]
+    return parts
 
 
 def render_report(result: dict, class_names, preds, worst_cases: int) -> str:
@@ -104,6 +126,11 @@ def render_report(result: dict, class_names, preds, worst_cases: int) -> str:
     parts += ["## Boxes (positives only)",
               "Each image's predicted box is one detection, labelled with its most probable fracture class and scored by that probability.",
               markdown_table(["class", "instances", "AP50", "AP50:95"], ap_rows)]
+    if result.get("detection"):
+        parts += detection_section(result["detection"])
+        misses = result["figures"].get("worst_misses", [])
+        if misses:
+            parts.append("### Worst misses (true boxes green, top detections red)\n\n" + "\n".join(f"![miss]({f})" for f in misses))
     parts += ["## Calibration", f"ECE {_num(result['calibration']['ece'])} over {len(result['calibration']['bins'])} non-empty bins.",
               "![reliability](reliability.png)"]
     crit = result["critical_errors"]

@@ -35,6 +35,8 @@ class EvalConfig:
     gradcam_max_critical: int = 8
     worst_cases: int = 10
     batch_size: int = 32
+    bootstrap: int = 1000         # image resamples for the detection CIs
+    detection_overlays: int = 8   # worst-missed images drawn with their boxes
 
 
 @dataclass
@@ -202,11 +204,47 @@ def evaluate_run(
         "roc": figures.roc_figure(y_true, probs, names, result["auc"], out / "roc.png"),
         "reliability": figures.reliability_figure(result["calibration"], out / "reliability.png"),
     }
+    if preds.detections is not None:
+        result["detection"], detection_figures = _detection(run, preds, sizes, cfg, out)
+        figure_files.update(detection_figures)
     result["explanations"] = _explanations(run, preds, ious, has_box, result["critical_errors"], cfg, out / "gradcam")
-    result["figures"] = {k: v.name for k, v in figure_files.items()}
+    result["figures"] = {k: v.name for k, v in figure_files.items() if isinstance(v, Path)}
+    result["figures"]["worst_misses"] = [str(p.relative_to(out)) for p in figure_files.get("worst_misses", [])]
     write_json(out / "metrics.json", _finite(result))
     write_text(out / "report.md", render_report(result, names, preds, cfg.worst_cases))
     return result
+
+
+def _detection(run: LoadedRun, preds: Predictions, sizes: dict, cfg: EvalConfig, out: Path) -> tuple[dict, dict]:
+    """The detection block (fracture.evaluation.detection) and its figures."""
+    from fracture.data.pipeline import decode_image
+    from fracture.evaluation import detection as D
+    from fracture.inference import decode_config
+
+    images = []
+    for s, d in zip(preds.samples, preds.detections):
+        h, w = sizes[s.image_path]
+        true = np.asarray(s.boxes, float).reshape(-1, 4) * [w, h, w, h]
+        images.append(D.ImageEval(w, h, true, np.asarray(s.box_classes, int), d.boxes, d.scores, d.classes))
+    decode = decode_config(run)
+    settings = D.DetectionEvalSettings(cfg.bootstrap, 0, decode.confidence, decode.iou, decode.max_detections)
+    names, negative = run.classes.class_names, run.classes.negative_id
+    block = D.detection_metrics(images, names, negative, settings)
+    curves = {names[c]: D.pr_curve(D.matches(images, c)) for c in range(len(names)) if c != negative}
+    merged = D.matches(images, None)
+    curves["one class"] = D.pr_curve(merged)
+    ap50 = {**{n: v["ap50"] for n, v in block["per_class"].items()}, "one class": block["one_class_ap50"]}
+    files = {
+        "detection_pr": figures.precision_recall_figure(curves, ap50, out / "detection_pr.png"),
+        "froc": figures.froc_figure(*D.froc_curve(merged), block["froc"], out / "froc.png"),
+        "worst_misses": [],
+    }
+    for k, i in enumerate(D.worst_misses(images, cfg.detection_overlays)):
+        im, s = images[i], preds.samples[i]
+        pixels = decode_image(s.image_path).numpy()
+        files["worst_misses"].append(figures.detection_overlay(
+            pixels, im.true_boxes, im.boxes, im.scores, Path(s.image_path).name, out / "worst_misses" / f"{k:02d}.png"))
+    return block, files
 
 
 def _write_predictions(path: Path, preds: Predictions, names, ious, has_box) -> None:
