@@ -27,12 +27,14 @@ def main(cfg: DictConfig) -> None:
     except (RunError, FileNotFoundError, ValueError) as exc:
         fail(exc)
     out = Path(cfg.out) if cfg.out else run.layout.predictions_dir(output_name(cfg.input))
-    screening = screening_for(run, cfg.threshold)
+    screening = screening_for(run, cfg.threshold, cfg.box_confidence)
     print(f"screening threshold: {screening.threshold if screening.threshold is not None else 'none'} ({screening.source})")
     result = predict_files(run, files, out / "overlays" if cfg.overlays else None, cfg.batch_size, screening)
     path = write_predictions(result, out, folder)
     for r in result.predictions[:20]:
-        print(f"{Path(r['image']).name}: {r['predicted_class']} ({r['probability']:.2f}) box {r['box']}")
+        boxes = "; ".join(f"{b['class']} {b['score']:.2f} {b['box']}" for b in r["boxes"][:3]) or "none"
+        print(f"{Path(r['image']).name}: {r['predicted_class']} ({r['probability']:.2f}) boxes: {boxes}"
+              + (f" (+{len(r['boxes']) - 3} more)" if len(r["boxes"]) > 3 else ""))
     if len(result.predictions) > 20:
         print(f"... {len(result.predictions) - 20} more")
     print(f"{len(result.predictions)} predicted, {len(result.skipped)} skipped -> {path}")

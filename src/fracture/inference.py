@@ -20,10 +20,13 @@ class Screening:
     Attributes:
         threshold: None when no threshold is known; the most probable class then decides.
         source: where the threshold came from, to print beside every prediction run.
+        box_confidence: a detector's boxes at or above this score are listed and drawn
+            (evaluation scores every box down to 0.001; predict needs an operating point).
     """
 
     threshold: float | None
     source: str
+    box_confidence: float = 0.25
 
     def is_fracture(self, probs: np.ndarray, negative_id: int | None) -> bool:
         if negative_id is None:
@@ -33,20 +36,22 @@ class Screening:
         return float(1.0 - probs[negative_id]) >= self.threshold
 
 
-def screening_for(run, override: float | None = None) -> Screening:
-    """The threshold evaluate.py locked on valid (`screening_threshold.json`), unless overridden."""
+def screening_for(run, override: float | None = None, box_confidence: float = 0.25) -> Screening:
+    """The threshold evaluate.py locked on valid (`screening_threshold.json`), unless overridden;
+    `box_confidence` is a detector's box operating point (see `Screening`)."""
     import json
 
     if override is not None:
-        return Screening(float(override), f"threshold={override} given on the command line")
+        return Screening(float(override), f"threshold={override} given on the command line", box_confidence)
     path = run.layout.screening_threshold
     if path.is_file():
         locked = json.loads(path.read_text())
         return Screening(
             float(locked["threshold"]),
             f"locked on {locked.get('chosen_on', 'valid')} for sensitivity {locked.get('target_sensitivity')} ({path.name})",
+            box_confidence,
         )
-    return Screening(None, "none locked (run scripts/evaluate.py split=valid first): the most probable class decides")
+    return Screening(None, "none locked (run scripts/evaluate.py split=valid first): the most probable class decides", box_confidence)
 
 
 @dataclass
@@ -142,14 +147,39 @@ def predict_batch(run, inputs: list[np.ndarray], sizes: list[tuple[int, int]], s
     if pad_to is not None and pad_to > len(batch):
         batch = np.concatenate([batch, np.zeros((pad_to - len(batch), *batch.shape[1:]), np.float32)])
     outputs = run.model.predict_on_batch(batch)
-    probs, boxes = np.asarray(outputs["class"])[: len(inputs)], np.asarray(outputs["box"])[: len(inputs)]
-    return [_record(run, p, box, h, w, screening) for p, box, (h, w) in zip(probs, boxes, sizes)]
+    n = len(inputs)
+    probs = np.asarray(outputs["class"])[:n]
+    if "detections" not in outputs:
+        boxes = np.asarray(outputs["box"])[:n]
+        return [_record(run, p, box, (h, w), screening) for p, box, (h, w) in zip(probs, boxes, sizes)]
+    detections = detections_in_image_frame(
+        run, np.asarray(outputs["detections"])[:n], list(sizes), decode_config(run, screening.box_confidence)
+    )
+    return [_detector_record(run, p, d, (h, w), screening) for p, d, (h, w) in zip(probs, detections, sizes)]
 
 
-def _record(run, p: np.ndarray, box: np.ndarray, h: int, w: int, screening: Screening) -> dict:
+def _detector_record(run, p: np.ndarray, detections: ImageDetections, size: tuple[int, int], screening: Screening) -> dict:
+    """A detector's record: every box at or above `screening.box_confidence`, whatever the
+    image-level decision (the boxes are the detector's own evidence); `box` is the top one."""
+    from fracture.data.pipeline import image_box_to_model
+
+    h, w = size
+    top = detections.boxes[0] / [w, h, w, h] if len(detections.boxes) else np.zeros(4)
+    record = _record(run, p, image_box_to_model(top, h, w, run.data.image_size, run.data.resize), size, screening)
+    names = run.classes.class_names
+    record["boxes"] = [
+        {"class": names[int(c)], "score": round(float(s), 5), "box": [round(float(v), 5) for v in b / [w, h, w, h]],
+         "box_pixels": [round(float(v), 1) for v in b]}
+        for b, s, c in zip(detections.boxes, detections.scores, detections.classes)
+    ]
+    return record
+
+
+def _record(run, p: np.ndarray, box: np.ndarray, size: tuple[int, int], screening: Screening) -> dict:
     from fracture.data.pipeline import model_box_to_image
 
     names, negative = run.classes.class_names, run.classes.negative_id
+    h, w = size
     cls = int(p.argmax())
     image_box = model_box_to_image(box, h, w, run.data.image_size, run.data.resize)
     record = {
@@ -287,22 +317,24 @@ def draw_overlay(image: np.ndarray, record: dict, path: Path) -> Path:
 
 
 def render_overlay(image: np.ndarray, record: dict):
-    """The image (PIL, RGB) with the predicted box and "class probability" label."""
+    """The image (PIL, RGB) with every listed box ("class score") and the image-level
+    "class probability" label in the corner."""
     from PIL import Image, ImageDraw
 
     canvas = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(canvas)
-    label = f"{record['predicted_class']} {record['probability']:.2f}"
     width = max(2, round(max(canvas.size) / 300))
-    if not record["no_finding"]:
-        draw.rectangle(record["box_pixels"], outline=(255, 40, 40), width=width)
-        x, y = record["box_pixels"][:2]
-    else:
-        x, y = 4, 4
-    text_box = draw.textbbox((x, max(0, y - 14)), label)
-    draw.rectangle(text_box, fill=(0, 0, 0))
-    draw.text((x, max(0, y - 14)), label, fill=(255, 255, 0))
+    for box in record["boxes"]:
+        draw.rectangle(box["box_pixels"], outline=(255, 40, 40), width=width)
+        x, y = box["box_pixels"][:2]
+        _label(draw, (x, max(0, y - 14)), f"{box['class']} {box['score']:.2f}")
+    _label(draw, (4, 4), f"{record['predicted_class']} {record['probability']:.2f}")
     return canvas
+
+
+def _label(draw, xy, text: str) -> None:
+    draw.rectangle(draw.textbbox(xy, text), fill=(0, 0, 0))
+    draw.text(xy, text, fill=(255, 255, 0))
 
 
 def write_predictions(result: PredictionResult, out: Path, folder: bool) -> Path:
@@ -318,15 +350,16 @@ def write_predictions(result: PredictionResult, out: Path, folder: bool) -> Path
         return path
     path = out / "predictions.csv"
     names = list(result.predictions[0]["probabilities"]) if result.predictions else []
-    header = ["image", "predicted_class", "probability", *[f"p_{n}" for n in names], "x1", "y1", "x2", "y2",
-              "width", "height", "no_finding", "screening_score", "screening_threshold"]
+    header = ["image", "predicted_class", "probability", *[f"p_{n}" for n in names], "box_class", "box_score",
+              "x1", "y1", "x2", "y2", "width", "height", "no_finding", "screening_score", "screening_threshold"]
     rows = []
     for r in result.predictions:
         screening = r.get("screening", {})
-        rows.append(
-            [r["image"], r["predicted_class"], f"{r['probability']:.4f}", *[f"{r['probabilities'][n]:.4f}" for n in names],
-             *r["box"], r["width"], r["height"], r["no_finding"], screening.get("score", ""),
-             "" if screening.get("threshold") is None else screening["threshold"]]
-        )
+        image = [r["image"], r["predicted_class"], f"{r['probability']:.4f}", *[f"{r['probabilities'][n]:.4f}" for n in names]]
+        after = [r["width"], r["height"], r["no_finding"], screening.get("score", ""),
+                 "" if screening.get("threshold") is None else screening["threshold"]]
+        # one row per box (normalized xyxy in the original image); an image without one keeps a row
+        for box in r["boxes"] or [None]:
+            rows.append([*image, *([box["class"], f"{box['score']:.4f}", *box["box"]] if box else [""] * 6), *after])
     write_csv(path, header, rows)
     return path

@@ -129,7 +129,7 @@ def create_app(run, settings: ServeSettings | None = None, screening: Screening 
     /ready says yes only then.
     """
     settings = settings or ServeSettings()
-    screening = screening or screening_for(run, settings.threshold)
+    screening = screening or screening_for(run, settings.threshold, settings.box_confidence)
     max_pixels = _max_pixels(run, settings)
     b = settings.batching
     batcher = Batcher(run, screening, b.max_batch, b.max_wait_ms, b.queue_size)

@@ -47,6 +47,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     threshold: float | None = None
+    box_confidence: float = 0.25  # detector runs: boxes at or above this score are returned
     gradcam: bool = True
     limits: Limits = field(default_factory=Limits)
     batching: Batching = field(default_factory=Batching)
