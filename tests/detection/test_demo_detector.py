@@ -1,0 +1,61 @@
+"""The detector end to end on synthetic data: `experiment=demo_detector` as the README runs
+it, then evaluate and predict. The figure is asserted (mAP50 >= 0.5 on the synthetic
+valid split); nothing is timed."""
+
+import csv
+import json
+
+import pytest
+
+from conftest import compose_cfg
+
+
+@pytest.fixture(scope="module")
+def detector_run(tmp_path_factory):
+    from fracture.training.trainer import train
+
+    tmp = tmp_path_factory.mktemp("demo_detector")
+    cfg = compose_cfg("config", [
+        "experiment=demo_detector", f"paths.data_dir={tmp / 'data'}", f"paths.log_dir={tmp / 'logs'}",
+        f"paths.cache_dir={tmp / 'cache'}", "callbacks.tensorboard.enabled=false", "callbacks.progress=0",
+    ])
+    result = train(cfg)
+    assert result.status == "finished"
+    return result.run_dir
+
+
+@pytest.mark.slow
+def test_demo_detector_reaches_map50_of_one_half_on_its_valid_split(detector_run):
+    from fracture.evaluation.runner import EvalConfig, evaluate_run
+
+    result = evaluate_run(detector_run, "valid", cfg=EvalConfig(bootstrap=200, gradcam_random=1, gradcam_worst_boxes=1))
+    d = result["detection"]
+    assert d["map50"] >= 0.5, d
+    assert d["one_class_ap50"] >= 0.5 and d["sens_at_1fp"] >= 0.5, d
+    assert d["one_class_ap50_ci"][0] <= d["one_class_ap50"] <= d["one_class_ap50_ci"][1]
+    saved = json.loads((detector_run / "eval" / "valid" / "metrics.json").read_text())["detection"]
+    assert set(saved) >= {"map50", "map50_95", "per_class", "one_class_ap50", "one_class_ap50_ci", "froc", "sens_at_1fp"}
+    assert all(set(v) >= {"ap50", "n_boxes", "ci"} for v in saved["per_class"].values())
+    assert list(saved["froc"]) == ["0.125", "0.25", "0.5", "1", "2", "4", "8"]
+    report = (detector_run / "eval" / "valid" / "report.md").read_text()
+    assert "## Detection" in report and "froc.png" in report
+    for name in ("detection_pr.png", "froc.png"):
+        assert (detector_run / "eval" / "valid" / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_predict_draws_every_box_with_one_csv_row_per_box(detector_run, tmp_path):
+    from fracture.inference import predict_files, screening_for, write_predictions
+    from fracture.runs import load_run
+
+    run = load_run(detector_run)
+    images = sorted((detector_run.parents[2] / "data" / "synthetic_detection" / "valid" / "images").glob("*"))[:12]
+    result = predict_files(run, images, tmp_path / "overlays", screening=screening_for(run, box_confidence=0.3))
+    path = write_predictions(result, tmp_path, folder=True)
+    rows = list(csv.DictReader(path.open()))
+    boxes = sum(len(r["boxes"]) for r in result.predictions)
+    assert boxes > len(images) // 2  # findings are found ...
+    assert any(len(r["boxes"]) >= 2 for r in result.predictions)  # ... several on one image
+    assert len(rows) == sum(max(len(r["boxes"]), 1) for r in result.predictions)
+    assert all(float(r["box_score"]) >= 0.3 for r in rows if r["box_score"])
+    assert len(list((tmp_path / "overlays").glob("*.png"))) == len(images)
