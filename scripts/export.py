@@ -45,7 +45,8 @@ def main(cfg: DictConfig) -> None:
     print(f"checked on {source}; input: float32 (N, {size}, {size}, 3) raw 0-255 RGB, resize={run.data.resize}")
     for c in checks:
         status = "ok" if c.ok else "MISMATCH"
-        print(f"{c.name:12s} {status:8s} max abs diff {c.max_abs_diff:.2e} (tolerance {c.tolerance:.0e}, {c.runtime}) -> {c.path}")
+        print(f"{c.name:12s} {status:8s} max abs diff {c.max_abs_diff:.2e} (tolerance {c.tolerance:.0e}, {c.runtime}); "
+              f"batch-1 latency {c.latency_ms:.1f} ms -> {c.path}")
     if not all(c.ok for c in checks):
         sys.exit(1)
 

@@ -2,9 +2,16 @@
 
 Every exported model takes raw 0-255 RGB float32 images of the run's input size
 `(N, S, S, 3)` (resized as in training: data.resize), and returns `class_probabilities`
-`(N, C)` and `box` `(N, 4)` (normalized xyxy on the model input). Each export is reloaded
-and compared with the Keras model on a few images; the max abs difference must stay within
-the format's tolerance.
+`(N, C)` and either `box` `(N, 4)` (normalized xyxy on the model input) or, for a detector,
+`detections` `(N, A, 4 + 1 + K)`: the dense head before decoding. Decoding and class-wise
+NMS run outside the graph (`fracture.models.detection.decode.decode_detections`), because
+TFLite and ONNX converters cannot all take `combined_non_max_suppression`.
+
+Each export is reloaded and compared with the Keras model on a few images. The compared
+values all lie in [0, 1]: probabilities, and for a detector every location's decoded box
+and score before NMS (so NMS, run on both, keeps the same boxes but for near-ties). The max
+abs difference must stay within the format's tolerance. Each check also times batch-1
+inference, decoding included (`latency_ms`, median of `LATENCY_RUNS`).
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from fracture.runs import write_json
 
 FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_VARIANTS = ("fp32", "fp16", "int8")
-# Max abs difference from the Keras model, on probabilities and box coordinates (both in [0, 1]).
+# Max abs difference from the Keras model, on probabilities, box coordinates and box scores (all in [0, 1]).
 TOLERANCE = {"saved_model": 1e-5, "onnx": 1e-4, "tflite_fp32": 1e-4, "tflite_fp16": 2e-2, "tflite_int8": 1e-1}
+LATENCY_RUNS = 20
 
 
 @dataclass
@@ -31,6 +39,7 @@ class ExportCheck:
     tolerance: float
     runtime: str
     seconds: float
+    latency_ms: float = float("nan")
 
     @property
     def ok(self) -> bool:
@@ -38,20 +47,57 @@ class ExportCheck:
 
     def as_dict(self) -> dict:
         return {"format": self.name, "path": str(self.path), "max_abs_diff": self.max_abs_diff,
-                "tolerance": self.tolerance, "ok": self.ok, "runtime": self.runtime, "seconds": round(self.seconds, 1)}
+                "tolerance": self.tolerance, "ok": self.ok, "runtime": self.runtime, "seconds": round(self.seconds, 1),
+                "latency_ms_batch1": round(self.latency_ms, 1)}
 
 
 class ExportError(RuntimeError):
     """An export failed or does not match the Keras model."""
 
 
+OUTPUT_NAMES = {"class": "class_probabilities", "box": "box", "detections": "detections"}
+
+
+def named_outputs(outputs: dict) -> dict:
+    """The model's outputs under their exported names (see the module docstring)."""
+    return {OUTPUT_NAMES[k]: v for k, v in outputs.items()}
+
+
 def _reference(model, images: np.ndarray) -> dict:
-    out = model(images, training=False)
-    return {"class_probabilities": np.asarray(out["class"]), "box": np.asarray(out["box"])}
+    return {k: np.asarray(v) for k, v in named_outputs(model(images, training=False)).items()}
 
 
-def _max_diff(reference: dict, outputs: dict) -> float:
-    return max(float(np.abs(np.asarray(outputs[k], np.float64) - reference[k]).max()) for k in reference)
+def comparable(outputs: dict, image_size: int) -> dict:
+    """Outputs as values in [0, 1]: a detector's dense head as decoded boxes and scores."""
+    out = {k: np.asarray(v, np.float64) for k, v in outputs.items() if k != "detections"}
+    if "detections" in outputs:
+        from fracture.models.detection.decode import dense_boxes_and_scores
+
+        # the strides of every dense model (ModelConfig accepts only [8, 16, 32])
+        boxes, scores = dense_boxes_and_scores(np.asarray(outputs["detections"], np.float32), image_size, (8, 16, 32))
+        out["detection_boxes"], out["detection_scores"] = np.asarray(boxes, np.float64), np.asarray(scores, np.float64)
+    return out
+
+
+def _max_diff(reference: dict, outputs: dict, image_size: int) -> float:
+    reference, outputs = comparable(reference, image_size), comparable(outputs, image_size)
+    return max(float(np.abs(outputs[k] - reference[k]).max()) for k in reference)
+
+
+def _latency_ms(run, path: Path, image: np.ndarray, image_size: int) -> float:
+    """Median batch-1 time of `run(path, image)` plus decoding, after one warm-up call."""
+    predict = run(path)
+    comparable(predict(image), image_size)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        outputs = predict(image)
+        if "detections" in outputs:
+            from fracture.models.detection.decode import decode_detections
+
+            decode_detections(np.asarray(outputs["detections"], np.float32), image_size, conf=0.25)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
 
 
 def export_saved_model(model, out_dir: Path) -> Path:
@@ -64,8 +110,7 @@ def export_saved_model(model, out_dir: Path) -> Path:
     archive.track(model)
 
     def serve(images):
-        outputs = model(images, training=False)
-        return {"class_probabilities": outputs["class"], "box": outputs["box"]}
+        return named_outputs(model(images, training=False))
 
     archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
     path = Path(out_dir) / "saved_model"
@@ -73,11 +118,12 @@ def export_saved_model(model, out_dir: Path) -> Path:
     return path
 
 
-def run_saved_model(path: Path, images: np.ndarray) -> dict:
+def load_saved_model(path: Path):
+    """`predict(images) -> outputs` of a SavedModel export."""
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    return {k: v.numpy() for k, v in signature(images=tf.constant(images)).items()}
+    return lambda images: {k: v.numpy() for k, v in signature(images=tf.constant(images)).items()}
 
 
 def tflite_runtime():
@@ -109,12 +155,16 @@ def export_tflite(saved_model: Path, out_dir: Path, variant: str) -> Path:
     return path
 
 
-def run_tflite(path: Path, images: np.ndarray) -> dict:
+def load_tflite(path: Path):
+    """`predict(images) -> outputs` of a TFLite export (one image at a time: its input shape)."""
     interpreter_class, _ = tflite_runtime()
-    interpreter = interpreter_class(model_path=str(path))
-    runner = interpreter.get_signature_runner("serving_default")
-    outputs = [runner(images=image[None]) for image in images]  # batch 1: the converted input shape
-    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+    runner = interpreter_class(model_path=str(path)).get_signature_runner("serving_default")
+
+    def predict(images):
+        outputs = [runner(images=image[None]) for image in images]
+        return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+    return predict
 
 
 def export_onnx(model, out_dir: Path) -> Path:
@@ -129,21 +179,26 @@ def export_onnx(model, out_dir: Path) -> Path:
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
     def serve(images):
-        outputs = model(images, training=False)
-        return {"class_probabilities": tf.identity(outputs["class"]), "box": tf.identity(outputs["box"])}
+        return {k: tf.identity(v) for k, v in named_outputs(model(images, training=False)).items()}
 
     path = Path(out_dir) / "model.onnx"
     tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17, output_path=str(path))
     return path
 
 
-def run_onnx(path: Path, images: np.ndarray) -> dict:
+def load_onnx(path: Path):
+    """`predict(images) -> outputs` of an ONNX export (onnxruntime, CPU)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    values = session.run(None, {session.get_inputs()[0].name: images})
-    return {("class_probabilities" if "class" in n else "box"): v for n, v in zip(names, values)}
+    names = [_exported_name(o.name) for o in session.get_outputs()]
+    feed = session.get_inputs()[0].name
+    return lambda images: dict(zip(names, session.run(None, {feed: images})))
+
+
+def _exported_name(onnx_name: str) -> str:
+    """tf2onnx may decorate output names (e.g. `Identity:0`-style suffixes); map them back."""
+    return next((n for n in OUTPUT_NAMES.values() if n in onnx_name), onnx_name)
 
 
 def export_run(model, out_dir: Path, fmt: str, images: np.ndarray) -> list[ExportCheck]:
@@ -156,19 +211,23 @@ def export_run(model, out_dir: Path, fmt: str, images: np.ndarray) -> list[Expor
     reference = _reference(model, images)
     checks = []
 
-    def check(name, build, run, runtime):
+    size = model.input_shape[1]
+
+    def check(name, build, load, runtime):
         start = time.perf_counter()
         path = build()
-        diff = _max_diff(reference, run(path, images))
-        checks.append(ExportCheck(name, path, diff, TOLERANCE[name], runtime, time.perf_counter() - start))
+        diff = _max_diff(reference, load(path)(images), size)
+        seconds = time.perf_counter() - start
+        latency = _latency_ms(load, path, images[:1], size)
+        checks.append(ExportCheck(name, path, diff, TOLERANCE[name], runtime, seconds, latency))
 
     if fmt in ("saved_model", "tflite"):
         saved = out_dir / "saved_model"
-        check("saved_model", lambda: export_saved_model(model, out_dir), run_saved_model, "tf.saved_model")
+        check("saved_model", lambda: export_saved_model(model, out_dir), load_saved_model, "tf.saved_model")
         if fmt == "tflite":
             for variant in TFLITE_VARIANTS:
-                check(f"tflite_{variant}", lambda v=variant: export_tflite(saved, out_dir, v), run_tflite, tflite_runtime()[1])
+                check(f"tflite_{variant}", lambda v=variant: export_tflite(saved, out_dir, v), load_tflite, tflite_runtime()[1])
     else:
-        check("onnx", lambda: export_onnx(model, out_dir), run_onnx, "onnxruntime")
+        check("onnx", lambda: export_onnx(model, out_dir), load_onnx, "onnxruntime")
     write_json(out_dir / f"export_{fmt}.json", [c.as_dict() for c in checks])
     return checks

@@ -59,3 +59,18 @@ def test_predict_draws_every_box_with_one_csv_row_per_box(detector_run, tmp_path
     assert len(rows) == sum(max(len(r["boxes"]), 1) for r in result.predictions)
     assert all(float(r["box_score"]) >= 0.3 for r in rows if r["box_score"])
     assert len(list((tmp_path / "overlays").glob("*.png"))) == len(images)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_detector_exports_match_keras_boxes_and_scores(detector_run, tmp_path, fmt):
+    import numpy as np
+
+    from fracture.export import export_run
+    from fracture.runs import load_run
+
+    run = load_run(detector_run)
+    images = np.random.default_rng(0).uniform(0, 255, (8, 128, 128, 3)).astype("float32")
+    checks = export_run(run.model, tmp_path, fmt, images)
+    assert all(c.ok for c in checks), [c.as_dict() for c in checks]
+    assert all(np.isfinite(c.latency_ms) and c.latency_ms > 0 for c in checks)
