@@ -26,7 +26,8 @@ def main(cfg: DictConfig) -> None:
     from fracture.data.index import build_index
     from fracture.data.layout import DatasetError
     from fracture.data.pipeline import make_dataset
-    from fracture.models.classifier import ModelConfig, build_model
+    from fracture.models.classifier import ModelConfig, build_model, build_model_losses
+    from fracture.models.losses import LossConfig
     from fracture.training.benchmark import benchmark_feature_cache
     from fracture.training.trainer import MODEL_SECTIONS
 
@@ -43,7 +44,8 @@ def main(cfg: DictConfig) -> None:
         f"{model_cfg.backbone} at {data_cfg.image_size}px, {len(samples)} images, batch {data_cfg.batch_size}, "
         f"{cfg.epochs} epochs each, CPU cores={os.cpu_count()}"
     )
-    result = benchmark_feature_cache(fm, ds, data_cfg.batch_size, cfg.epochs, cfg.seed)
+    losses = build_model_losses(model_cfg, typed(LossConfig, cfg.model.get("loss"), "model.loss"), data_cfg.image_size)
+    result = benchmark_feature_cache(fm, ds, data_cfg.batch_size, cfg.epochs, cfg.seed, losses)
     fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
     print(f"end to end, backbone recomputed: epochs {fmt(result.recompute_epoch_s)} s")
     print(f"feature extraction (once):       {result.feature_extraction_s:.2f} s")

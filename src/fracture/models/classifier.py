@@ -20,6 +20,8 @@ from fracture.models.detection import (
     NeckSpec,
     build_dense_heads,
 )
+from fracture.models.detection.loss import build_detection_losses
+from fracture.models.losses import LossConfig, build_losses
 from fracture.models.heads import build_heads
 
 BOX_HEADS = ("single", "dense")
@@ -109,6 +111,13 @@ def _build_dense_model(cfg: ModelConfig, num_classes: int, image_size: int) -> F
     images = keras.Input((image_size, image_size, 3), name="image")
     model = keras.Model(images, heads(backbone(images)), name=f"fracture_{cfg.backbone}_detector")
     return FractureModel(model, backbone, heads, loaded)
+
+
+def build_model_losses(cfg: ModelConfig, loss: LossConfig, image_size: int) -> tuple[dict, dict]:
+    """`(losses, loss_weights)` for the outputs `build_model(cfg, ...)` gives."""
+    if cfg.box_head == "dense":
+        return build_detection_losses(loss, cfg.detection, image_size, cfg.strides)
+    return build_losses(loss)
 
 
 def split_saved_model(model: keras.Model) -> FractureModel:

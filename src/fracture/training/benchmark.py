@@ -43,10 +43,16 @@ class FeatureCacheBenchmark:
         return float(np.median(self.recompute_epoch_s[1:]) / np.median(self.cached_epoch_s[1:]))
 
 
-def benchmark_feature_cache(fm: FractureModel, image_ds, batch_size: int, epochs: int, seed: int) -> FeatureCacheBenchmark:
-    """Time `epochs` epochs both ways on the same (unaugmented, image-cached) dataset."""
+def benchmark_feature_cache(fm: FractureModel, image_ds, batch_size: int, epochs: int, seed: int,
+                            losses: tuple[dict, dict] | None = None) -> FeatureCacheBenchmark:
+    """Time `epochs` epochs both ways on the same (unaugmented, image-cached) dataset.
+
+    Args:
+        losses: `(losses, loss_weights)` of the model's outputs (default: the single-box
+            model's, `build_losses(LossConfig())`; a detector needs `build_model_losses`).
+    """
     set_backbone_trainable(fm.backbone, 0)
-    losses, loss_weights = build_losses(LossConfig())
+    losses, loss_weights = losses or build_losses(LossConfig())
     steps = sum(1 for _ in image_ds)
     images = sum(int(b[0].shape[0]) for b in image_ds)  # also fills the dataset's image cache
 

@@ -26,9 +26,8 @@ import numpy as np
 from fracture.config import typed
 from fracture.data.classes import ClassMapping
 from fracture.data.config import DataConfig
-from fracture.models.classifier import FractureModel, ModelConfig, build_model, set_backbone_trainable
-from fracture.models.detection.loss import build_detection_losses
-from fracture.models.losses import ClassWeightConfig, LossConfig, build_losses, class_counts, compute_class_weights
+from fracture.models.classifier import FractureModel, ModelConfig, build_model, build_model_losses, set_backbone_trainable
+from fracture.models.losses import ClassWeightConfig, LossConfig, class_counts, compute_class_weights
 from fracture.models.metrics import build_metrics
 from fracture.runs import (
     FAILED,
@@ -336,9 +335,7 @@ def _losses(settings: TrainSettings, data_cfg: DataConfig) -> tuple[dict, dict]:
             + ("data.multi_object_rule=all (every box)" if dense else "an image-level data.multi_object_rule, not 'all'")
             + f"; got data.multi_object_rule={data_cfg.multi_object_rule}."
         )
-    if dense:
-        return build_detection_losses(settings.loss, settings.model.detection, data_cfg.image_size, settings.model.strides)
-    return build_losses(settings.loss)
+    return build_model_losses(settings.model, settings.loss, data_cfg.image_size)
 
 
 def _mark_phase_done(phase: Phase, session: Session) -> None:
