@@ -71,3 +71,13 @@ def test_inspect_script_bad_root_is_a_clear_error_not_a_traceback(tmp_path):
     )
     assert result.returncode != 0
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_types(experiment):
+    """A typo in an experiment fails here, not an hour into a run; a dense detector gets every box."""
+    from fracture.training.trainer import TrainSettings
+
+    cfg = compose_cfg("config", [f"experiment={experiment}"])
+    settings = TrainSettings.from_config(cfg)
+    assert (settings.model.box_head == "dense") == (cfg.data.multi_object_rule == "all"), experiment
