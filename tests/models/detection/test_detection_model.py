@@ -88,3 +88,19 @@ def test_model_yaml_files_type_check(name):
         model = typed(ModelConfig, compose(config_name=name), "model", ignore=MODEL_SECTIONS)
     assert model.box_head == ("single" if name == "default" else "dense")
     assert isinstance(model.detection, DetectionConfig)
+
+
+def test_a_saved_detector_loads_in_a_fresh_process_through_the_run_loader(tmp_path):
+    """evaluate/predict/export/serve load with `fracture.runs.load_model_file` alone: it must
+    register the detection layers itself (a process that built the model hid this)."""
+    import subprocess
+    import sys
+
+    from fracture.models.classifier import ModelConfig, build_model
+
+    fm = build_model(ModelConfig(backbone="small_cnn", weights=None, box_head="dense", neck_width=16,
+                                 detection={"norm_groups": 8}), 3, 64)
+    fm.model.save(tmp_path / "best.keras")
+    code = f"from fracture.runs import load_model_file; print(sorted(load_model_file({str(tmp_path / 'best.keras')!r}).output))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "['class', 'detections']" in out.stdout, out.stderr[-2000:]
