@@ -102,7 +102,9 @@ def test_a_saved_detector_loads_in_a_fresh_process_through_the_run_loader(tmp_pa
     cfg = ModelConfig(backbone="small_cnn", weights=None, box_head="dense", neck_width=16, detection={"norm_groups": 8})
     fm = build_model(cfg, 3, 64)
     losses, weights = build_model_losses(cfg, LossConfig(), 64)
-    fm.model.compile(optimizer="adam", loss=losses, loss_weights=weights)  # a trained run's file holds its loss
+    # the frozen phase compiles the heads (on cached features); the saved model then holds
+    # the heads' compile config, DetectionLoss included, inside its own config
+    fm.heads.compile(optimizer="adam", loss=losses, loss_weights=weights)
     fm.model.save(tmp_path / "best.keras")
     code = f"from fracture.runs import load_model_file; print(sorted(load_model_file({str(tmp_path / 'best.keras')!r}).output))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
