@@ -1,10 +1,9 @@
 """Decoding a hand-made dense tensor: boxes from points + distances, scores, NMS, the layer."""
 
-import keras
 import numpy as np
 import pytest
 
-from fracture.models.detection import DetectionDecoder, decode_detections, num_locations
+from fracture.models.detection import decode_detections, num_locations
 
 SIZE, STRIDES, K = 64, (8, 16, 32), 3
 LOW = -12.0  # a logit whose sigmoid is ~0
@@ -49,17 +48,3 @@ def test_ignored_class_and_low_confidence_give_no_detection():
 def test_wrong_location_count_is_an_error():
     with pytest.raises(ValueError, match="locations"):
         decode_detections(np.zeros((1, 10, 5 + K), np.float32), SIZE, STRIDES)
-
-
-def test_decoder_layer_round_trips_and_matches_the_function(tmp_path):
-    dense = dense_with([(5, (4, 4, 4, 4), 0, 3.0, 1.0), (70, (10, 10, 10, 10), 1, 1.0, 1.0)])
-    inputs = keras.Input(dense.shape[1:])
-    model = keras.Model(inputs, DetectionDecoder(SIZE, STRIDES, confidence=0.05, max_detections=7, name="decoder")(inputs))
-    model.save(tmp_path / "decoder.keras")
-    reloaded = keras.models.load_model(tmp_path / "decoder.keras", safe_mode=True)
-    out = reloaded(dense)
-    expected = decode_detections(dense, SIZE, STRIDES, conf=0.05, max_det=7)
-    for key, value in zip(("boxes", "scores", "classes", "valid"), expected, strict=True):
-        np.testing.assert_allclose(np.asarray(out[key]), np.asarray(value))
-    assert int(out["valid"][0]) == 2
-    assert reloaded.get_layer("decoder").get_config()["max_detections"] == 7

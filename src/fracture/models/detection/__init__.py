@@ -20,7 +20,6 @@ from fracture.models.detection.config import (
     prior_bias,
 )
 from fracture.models.detection.decode import (
-    DetectionDecoder,
     decode_detections,
     dense_boxes_and_scores,
 )
@@ -48,7 +47,6 @@ __all__ = [
     "DecodeConfig",
     "DenseHeadSpec",
     "DetectionConfig",
-    "DetectionDecoder",
     "DetectionLoss",
     "DetectionLossConfig",
     "NeckSpec",

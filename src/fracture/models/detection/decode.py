@@ -8,7 +8,6 @@ class probability's scale. Class-wise NMS is `tf.image.combined_non_max_suppress
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 from keras import ops
 
@@ -62,55 +61,3 @@ def decode_detections(
         clip_boxes=False,
     )
     return nms.nmsed_boxes, nms.nmsed_scores, tf.cast(nms.nmsed_classes, tf.int32), nms.valid_detections
-
-
-@keras.saving.register_keras_serializable(package="fracture")
-class DetectionDecoder(keras.layers.Layer):
-    """`decode_detections` as a layer, for export and serving graphs.
-
-    Returns `{"boxes", "scores", "classes", "valid"}` (see `decode_detections`).
-    """
-
-    def __init__(
-        self,
-        image_size: int,
-        strides=(8, 16, 32),
-        confidence: float = DEFAULTS.confidence,
-        iou: float = DEFAULTS.iou,
-        max_detections: int = DEFAULTS.max_detections,
-        ignore_class: int | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.image_size = int(image_size)
-        self.strides = tuple(int(s) for s in strides)
-        self.confidence = float(confidence)
-        self.iou = float(iou)
-        self.max_detections = int(max_detections)
-        self.ignore_class = ignore_class
-
-    def call(self, dense):
-        boxes, scores, classes, valid = decode_detections(
-            dense, self.image_size, self.strides, self.confidence, self.iou, self.max_detections, self.ignore_class
-        )
-        return {"boxes": boxes, "scores": scores, "classes": classes, "valid": valid}
-
-    def compute_output_spec(self, dense):
-        batch, d = dense.shape[0], self.max_detections
-        return {
-            "boxes": keras.KerasTensor((batch, d, 4), "float32"),
-            "scores": keras.KerasTensor((batch, d), "float32"),
-            "classes": keras.KerasTensor((batch, d), "int32"),
-            "valid": keras.KerasTensor((batch,), "int32"),
-        }
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "image_size": self.image_size,
-            "strides": list(self.strides),
-            "confidence": self.confidence,
-            "iou": self.iou,
-            "max_detections": self.max_detections,
-            "ignore_class": self.ignore_class,
-        }
