@@ -70,10 +70,15 @@ class TrainerConfig:
     data_sharding: str = "data"
     sync_batchnorm: bool = True
     deterministic: bool = False
+    jit_compile: str | bool = "auto"
     resume: bool = True
     max_minutes: float | None = None
     max_train_batches: int | None = None
     max_val_batches: int | None = None
+
+    def __post_init__(self):
+        if self.jit_compile not in ("auto", True, False):
+            raise ValueError(f"trainer.jit_compile={self.jit_compile!r}; expected auto, true or false.")
 
 
 @dataclass
@@ -359,7 +364,7 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
         optimizer = build_optimizer(settings.optimizer, phase.learning_rate, steps, phase.end - phase.start, data_cfg.batch_size)
         fit_model.compile(
             optimizer=optimizer, loss=session.losses, loss_weights=session.loss_weights,
-            metrics=metrics, weighted_metrics=weighted_metrics,
+            metrics=metrics, weighted_metrics=weighted_metrics, jit_compile=settings.trainer.jit_compile,
         )
     callbacks, nan_guard = cb.build_callbacks(phase, session, fit_model, data.augmenter)
     print(
