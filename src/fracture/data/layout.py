@@ -10,6 +10,11 @@ Exports disagree on how to write split paths:
 `<root>/<split>/images`, noting every fallback so the report can show it. Split keys are
 canonicalised to `train`, `valid` and `test` (`val` and `validation` mean `valid`).
 A split missing from the yaml or from disk is only an error when it is requested.
+
+A split may also be declared as an image list (`train: train.txt`, the ultralytics
+convention `scripts/resplit.py` writes): a text file with one image path per line, read by
+`read_image_list`. Its images stay where they are; each one's YOLO label is found by the
+usual images -> labels rule beside it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ SPLITS = ("train", "valid", "test")
 # Folder names a split may have on disk, per canonical split.
 SPLIT_DIR_NAMES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
 COCO_FILE_NAME = "_annotations.coco.json"
+LIST_SUFFIX = ".txt"  # a split declared as a file with this suffix is an image list
 
 
 class DatasetError(ValueError):
@@ -50,14 +56,18 @@ class SplitPaths:
     """Folders of one split.
 
     Attributes:
-        images_dir: folder with the image files.
+        images_dir: folder with the image files; for a list split, the folder its relative
+            lines are resolved against (data.yaml's folder, or its `path:`).
         labels_dir: the YOLO label folder (`images` replaced by `labels`); may not exist.
+            A list split has one per listed image's folder (`labels_dir_for`).
         declared_as: the text data.yaml had for this split (or "<convention>").
+        list_file: the image list of a list split; None for a folder split.
     """
 
     images_dir: Path
     labels_dir: Path
     declared_as: str
+    list_file: Path | None = None
 
 
 @dataclass
@@ -101,7 +111,10 @@ def labels_dir_for(images_dir: Path) -> Path:
 
 
 def _images_dir_of(candidate: Path) -> Path | None:
-    """Accept a folder of images, or a split folder that contains `images/`."""
+    """Accept a folder of images, a split folder that contains `images/`, or an image list
+    (a `.txt` file)."""
+    if candidate.is_file() and candidate.suffix.lower() == LIST_SUFFIX:
+        return candidate
     if (candidate / "images").is_dir():
         return candidate / "images"
     if candidate.is_dir():
@@ -219,12 +232,61 @@ def resolve_layout(root: str | Path, yaml_name: str = "data.yaml") -> DatasetLay
                 f"declared '{value}' but no such folder" if value else "not declared in data.yaml"
             )
             continue
-        layout.splits[split] = SplitPaths(
-            images_dir=images_dir,
-            labels_dir=labels_dir_for(images_dir),
-            declared_as=str(value) if value else "<convention>",
-        )
+        declared_as = str(value) if value else "<convention>"
+        if images_dir.is_file():
+            layout.splits[split] = SplitPaths(base, labels_dir_for(base), declared_as, list_file=images_dir)
+        else:
+            layout.splits[split] = SplitPaths(images_dir, labels_dir_for(images_dir), declared_as)
     return layout
+
+
+@dataclass
+class ImageList:
+    """What an image list names.
+
+    Attributes:
+        paths: existing files, in list order, each once.
+        missing: `file:line: path` of lines naming no existing file.
+        repeated: `file:line: path` of lines naming a file already listed (read once).
+    """
+
+    paths: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)
+
+
+def read_image_list(list_file: Path, base: Path) -> ImageList:
+    """Read an ultralytics image list: one image path per line.
+
+    Blank lines and lines starting with `#` are skipped. A relative path is resolved
+    against `base` (data.yaml's folder, or its `path:`), the way split folders are, so a
+    list written beside data.yaml works wherever the dataset is moved; an absolute path is
+    read as it is. Which files are images is decided later, by the probe: a listed
+    non-image is counted there as a bad image, like one in an image folder.
+
+    Raises:
+        DatasetError: the list cannot be read.
+    """
+    try:
+        text = list_file.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DatasetError(f"{list_file}: cannot read the image list ({exc}).") from None
+    listed, seen = ImageList(), set()
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        path = Path(entry).expanduser()
+        path = path if path.is_absolute() else base / path
+        where = f"{list_file}:{line_no}: {entry}"
+        if not path.is_file():
+            listed.missing.append(where)
+        elif path.resolve() in seen:
+            listed.repeated.append(where)
+        else:
+            seen.add(path.resolve())
+            listed.paths.append(path)
+    return listed
 
 
 def find_coco_file(layout: DatasetLayout, split: str, configured: str | None = None) -> Path | None:
@@ -248,3 +310,17 @@ def find_coco_file(layout: DatasetLayout, split: str, configured: str | None = N
             layout.root / "annotations_coco" / f"{dirname}_annotations.coco.json",
         ]
     return next((c for c in candidates if c.is_file()), None)
+
+
+def coco_file_beside(images_dir: Path) -> Path | None:
+    """The COCO file an export keeps for the images of one folder, found from the folder
+    alone (an image list names images, not splits): `<images_dir>/_annotations.coco.json`,
+    `<split dir>/_annotations.coco.json`, or `<root>/annotations_coco/<split>_annotations.coco.json`."""
+    split_dir = images_dir.parent if images_dir.name == "images" else images_dir
+    candidates = [
+        images_dir / COCO_FILE_NAME,
+        split_dir / COCO_FILE_NAME,
+        split_dir.parent / "annotations_coco" / f"{split_dir.name}_annotations.coco.json",
+    ]
+    return next((c for c in candidates if c.is_file()), None)
+
