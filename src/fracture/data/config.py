@@ -14,6 +14,7 @@ from typing import Any
 from fracture.data.layout import DatasetError
 from fracture.env import DATA_ROOT_VAR
 
+FORMATS = ("yolo", "folders")  # which reader reads the dataset (fracture.data.index.reader_for)
 ANNOTATION_MODES = ("yolo", "coco", "merge")
 NEGATIVE_MODES = ("keep", "drop")
 # "all" keeps every box (up to `max_boxes`) for a detector; the others reduce an image to
@@ -40,6 +41,7 @@ class DataConfig:
     """How to read a dataset and feed it to a model (see conf/data/yolo.yaml)."""
 
     root: str
+    format: str = "yolo"
     yaml: str = "data.yaml"
     names: list[str] | None = None
     rename: dict[str, str] = field(default_factory=dict)
@@ -61,10 +63,19 @@ class DataConfig:
     shuffle_buffer: int = 4096
     seed: int = 42
     allow_shrink: bool = False
+    # format=folders (conf/data/folders.yaml documents each): where the class folders are,
+    # YOLO box files by image stem, and how a dataset without split folders is split.
+    images_dir: str | None = None
+    boxes_dir: str | None = None
+    split_csv: str | None = None
+    split_csv_column: str = "image_id"
+    split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "valid": 0.15, "test": 0.15})
+    split_seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         checks = {
+            "format": (self.format, FORMATS),
             "annotations": (self.annotations, ANNOTATION_MODES),
             "negatives": (self.negatives, NEGATIVE_MODES),
             "multi_object_rule": (self.multi_object_rule, MULTI_OBJECT_RULES),
@@ -77,6 +88,9 @@ class DataConfig:
             raise ValueError(f"data.max_boxes={self.max_boxes}; expected at least 1.")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
+        self.split_fractions = dict(self.split_fractions)
+        if any(v < 0 for v in self.split_fractions.values()) or sum(self.split_fractions.values()) <= 0:
+            raise ValueError(f"data.split_fractions={self.split_fractions}; expected fractions >= 0 with a positive sum.")
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> "DataConfig":
