@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> None:
             f"{name}: {split['images']} images, {split['images_used']} used, "
             f"{split['empty_labels']} empty labels, {split['boxes']} boxes, "
             f"dropped lines {split['dropped_lines'] or 0}, bad images {split['bad_images'] or 0}"
+            + (f", listed but not read {split['listing_problems']}" if split["listing_problems"] else "")
         )
     print(f"classes: {summary['classes']['class_names']} (dropped: {summary['classes']['dropped'] or 'none'})")
     print(f"near-duplicate pairs across splits: {summary['leakage']['near_duplicate_pairs']}")

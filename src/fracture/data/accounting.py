@@ -31,6 +31,9 @@ dict means nothing was left out there):
         "images_left_out": {reason key: count},     # every found image not used, once
         "label_lines_dropped": {reason key: count},
         "label_files_without_image": count,
+        "listing_problems": {reason key: count},    # names a split listing gave (image
+                                                    # list, split csv, class folders) that
+                                                    # did not become an image found
         "objects_of_dropped_classes": {class name: count},
         "objects_not_target": count,                # one target per image
         "objects_of_dropped_classes_on_used_images": count,  # in no target (background
@@ -43,9 +46,10 @@ dict means nothing was left out there):
     }
 
 Image reason keys: `bad_image:<probe status>` (see `images.SKIP_REASONS`),
-`no_label_file`, `only_dropped_classes`, `negative_dropped` (and `unaccounted`, which
+`no_label_file`, `only_dropped_classes`, `negative_dropped`, `positive_without_boxes`
+(folder datasets under multi_object_rule=all; see `folders.py`) (and `unaccounted`, which
 only a bug in the indexer could fill). Label line reason keys are
-those of `labels.py` / `coco.py`.
+those of `labels.py` / `coco.py` / `folders.py`; listing keys those of `records.LISTING_PROBLEMS`.
 """
 
 from __future__ import annotations
@@ -56,11 +60,13 @@ from fracture.data.classes import ClassMapping
 from fracture.data.images import SKIP_REASONS
 from fracture.data.index import DatasetIndex, SplitIndex
 from fracture.data.layout import DatasetError, canonical_split
+from fracture.data.records import LISTING_PROBLEMS
 
 BAD_IMAGE = "bad_image:"
 NO_LABEL_FILE = "no_label_file"
 ONLY_DROPPED_CLASSES = "only_dropped_classes"
 NEGATIVE_DROPPED = "negative_dropped"
+POSITIVE_WITHOUT_BOXES = "positive_without_boxes"
 OBJECTS_NOT_TARGET = "objects_not_target"
 DROPPED_CLASS_ON_USED = "objects_of_dropped_classes_on_used_images"
 OVER_MAX_BOXES = "objects_over_max_boxes"
@@ -87,6 +93,7 @@ def data_accounting(index: DatasetIndex, splits: list[str] | None = None) -> dic
         for name in names
     }
     accounting = {
+        "format": cfg.format,
         "annotations": cfg.annotations,
         "negatives": cfg.negatives,
         "min_instances": index.classes.min_instances,
@@ -130,6 +137,7 @@ def _split_accounting(split: SplitIndex, classes: ClassMapping, rule: str) -> di
     left_out[NO_LABEL_FILE] = report.images_without_label_file
     left_out[ONLY_DROPPED_CLASSES] = report.images_only_dropped_classes
     left_out[NEGATIVE_DROPPED] = report.negatives_dropped
+    left_out[POSITIVE_WITHOUT_BOXES] = report.positives_without_boxes_dropped
     # SplitReport puts every image in one bucket; should that ever break, it shows here.
     left_out[UNACCOUNTED] = report.images_found - report.images_used - sum(left_out.values())
     kept = set(classes.class_names)
@@ -142,6 +150,7 @@ def _split_accounting(split: SplitIndex, classes: ClassMapping, rule: str) -> di
         "images_left_out": _nonzero(left_out),
         "label_lines_dropped": _nonzero(report.dropped_lines),
         "label_files_without_image": report.labels_without_image,
+        "listing_problems": _nonzero(report.listing_problems),
         "objects_of_dropped_classes": dict(sorted(dropped_objects.items())),
         OBJECTS_NOT_TARGET: _objects_not_target(split, classes, rule),
         DROPPED_CLASS_ON_USED: report.dropped_class_objects_on_used_images,
@@ -184,6 +193,7 @@ def _split_dropped_anything(split: dict) -> bool:
         split["images_left_out"]
         or split["label_lines_dropped"]
         or split["label_files_without_image"]
+        or split["listing_problems"]
         or split["objects_of_dropped_classes"]
         or any(split.get(key) for key in OBJECT_BUCKETS)
     )
@@ -200,6 +210,9 @@ def reason_text(
         NO_LABEL_FILE: "not in the COCO file" if annotations == "coco" else "no label file",
         ONLY_DROPPED_CLASSES: "only objects of dropped classes (so not a negative either)",
         NEGATIVE_DROPPED: "no objects, and data.negatives=drop",
+        POSITIVE_WITHOUT_BOXES: "a positive-class image without a box, under data.multi_object_rule=all "
+        "(as background it would teach the detector to miss its finding)",
+        **LISTING_PROBLEMS,
         UNACCOUNTED: "not in any bucket (a bug in fracture.data.index: please report it)",
         OBJECTS_NOT_TARGET: f"not the image's one target (data.multi_object_rule={multi_object_rule})",
         DROPPED_CLASS_ON_USED: "of dropped classes on used images (in no target"
@@ -210,7 +223,11 @@ def reason_text(
 
 
 def _reasons_used(splits: dict, cfg) -> dict:
-    keys = {k for s in splits.values() for k in (*s["images_left_out"], *s["label_lines_dropped"])}
+    keys = {
+        k
+        for s in splits.values()
+        for k in (*s["images_left_out"], *s["label_lines_dropped"], *s["listing_problems"])
+    }
     keys |= {k for k in OBJECT_BUCKETS if any(s.get(k) for s in splits.values())}
     return {k: reason_text(k, cfg.annotations, cfg.multi_object_rule, cfg.max_boxes) for k in sorted(keys)}
 
@@ -218,8 +235,9 @@ def _reasons_used(splits: dict, cfg) -> dict:
 def format_accounting(acc: dict) -> str:
     """A few plain-text lines saying what was used and what was left out, per split."""
     classes = acc["classes"]
+    source = "class folders" if acc["format"] == "folders" else f"annotations={acc['annotations']}"
     lines = [
-        f"Data: annotations={acc['annotations']}, negatives={acc['negatives']}, "
+        f"Data: {source}, negatives={acc['negatives']}, "
         f"min_instances={acc['min_instances']}",
         f"  classes kept ({len(classes['kept'])}): {', '.join(classes['kept'])}",
     ]
@@ -257,6 +275,9 @@ def _label_lines(acc: dict) -> list[str]:
             parts.append("label lines " + ", ".join(f"{reasons[k]} {n}" for k, n in dropped))
         if s["label_files_without_image"]:
             parts.append(f"label files without image {s['label_files_without_image']}")
+        if s["listing_problems"]:
+            listed = s["listing_problems"].items()
+            parts.append("listed names " + ", ".join(f"{reasons[k]} {n}" for k, n in listed))
         if s["objects_of_dropped_classes"]:
             objects = s["objects_of_dropped_classes"].items()
             parts.append("objects of dropped classes " + ", ".join(f"{c} {n}" for c, n in objects))

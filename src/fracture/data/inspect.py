@@ -15,6 +15,7 @@ from fracture.data.accounting import data_accounting, format_accounting
 from fracture.data.crosscheck import merge_agreement, rename_suggestions
 from fracture.data.index import DatasetIndex
 from fracture.data.leakage import leakage_report
+from fracture.data.records import LISTING_PROBLEMS
 from fracture.runs import write_json, write_text
 
 GRID_COLUMNS = 4
@@ -35,6 +36,8 @@ def summarize(index: DatasetIndex) -> dict:
     summary: dict = {
         "dataset": {
             "root": str(index.layout.root),
+            "format": cfg.format,
+            "splits_from": {n: p.declared_as for n, p in index.layout.splits.items()},
             "data_yaml": str(index.layout.yaml_path) if index.layout.yaml_path else None,
             "annotations": cfg.annotations,
             "negatives": cfg.negatives,
@@ -100,11 +103,14 @@ def render_report(summary: dict, grid_name: str | None) -> str:
     """Markdown report of a `summarize` dict."""
     ds, classes, splits = summary["dataset"], summary["classes"], summary["splits"]
     out = [f"# Data report: `{ds['root']}`", ""]
+    source = "class folders" if ds["format"] == "folders" else ds["annotations"]
     out.append(
-        f"Annotations: **{ds['annotations']}**; negatives: **{ds['negatives']}**; "
+        f"Annotations: **{source}**; negatives: **{ds['negatives']}**; "
         f"multi-object rule: **{ds['multi_object_rule']}**; min_instances: **{ds['min_instances']}**; "
         f"rename: `{ds['rename'] or {}}`."
     )
+    for split, where in ds["splits_from"].items():
+        out.append(f"- {split}: from {where}")
     for note in ds["layout_notes"]:
         out.append(f"- layout: {note}")
     out += ["", "## What was left out", "", "```text", format_accounting(summary["accounting"]), "```"]
@@ -174,10 +180,13 @@ def render_report(summary: dict, grid_name: str | None) -> str:
             out += [f"  - `{e}`" for e in s["bad_image_examples"]]
         if s["image_notes"]:
             out.append(f"- {name}: kept but notable {s['image_notes']}")
-        for key in ("images_without_label_file", "labels_without_image"):
+        for key in ("images_without_label_file", "labels_without_image", "positives_without_boxes"):
             if s[key]:
                 out.append(f"- {name}: {key.replace('_', ' ')}: {s[key]}")
                 out += [f"  - `{e}`" for e in s[f"{key}_examples"]]
+        for reason, count in s["listing_problems"].items():
+            out.append(f"- {name}: listed but not read, {LISTING_PROBLEMS.get(reason, reason)}: {count}")
+            out += [f"  - `{e}`" for e in s["listing_problem_examples"].get(reason, [])]
     out += ["", "## Leakage", ""]
     leak = summary["leakage"]
     for split, g in leak["per_split"].items():

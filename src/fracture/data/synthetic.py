@@ -249,3 +249,81 @@ def ensure_synthetic(root: str | Path, spec: SyntheticSpec | None = None) -> Pat
     if root.exists():
         shutil.rmtree(root)
     return generate(root, spec)
+
+
+# Folder-per-class datasets (fracture.data.folders): the same radiograph-like images,
+# sorted into class folders instead of labelled by YOLO files.
+FOLDER_LAYOUTS = ("splits", "classes")
+SPLIT_CSV = "Utilities/Fracture Split/{split}.csv"  # FracAtlas' official split files
+BOXES_DIR = "Annotations/YOLO"                      # FracAtlas' YOLO box files
+
+
+@dataclass
+class FolderSpec:
+    """A binary folder-per-class dataset to generate.
+
+    Attributes:
+        layout: "splits" writes `<root>/<split>/<class>/*` (the S1 multi-region set's
+            layout); "classes" writes `<root>/images/<class>/*` (FracAtlas' layout).
+        positive, negative: the class folder names (fracture, no finding).
+        per_split: split -> (positive images, negative images).
+        split_csv: "classes" layout: also write FracAtlas-like split csvs (`SPLIT_CSV`,
+            column `image_id`) for the splits of `per_split`.
+        boxes: also write YOLO box files by stem (`BOXES_DIR`, class id 0), empty for
+            negatives, as FracAtlas does.
+        side: image side in pixels (square: these datasets test reading, not resizing).
+        seed: random seed.
+    """
+
+    layout: str = "splits"
+    positive: str = "fractured"
+    negative: str = "not fractured"
+    per_split: dict[str, tuple[int, int]] = field(
+        default_factory=lambda: {"train": (12, 8), "val": (4, 3), "test": (4, 3)}
+    )
+    split_csv: bool = False
+    boxes: bool = False
+    side: int = 96
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.layout not in FOLDER_LAYOUTS:
+            raise ValueError(f"layout={self.layout!r}; expected one of {', '.join(FOLDER_LAYOUTS)}.")
+
+
+def _box_line(polygons: list[np.ndarray], side: int) -> str:
+    """YOLO `0 cx cy w h` lines of the polygons' bounding boxes."""
+    lines = []
+    for polygon in polygons:
+        (x1, y1), (x2, y2) = np.clip(polygon.min(0), 0, side), np.clip(polygon.max(0), 0, side)
+        cx, cy, w, h = (x1 + x2) / 2 / side, (y1 + y2) / 2 / side, (x2 - x1) / side, (y2 - y1) / side
+        lines.append(f"0 {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def generate_folders(root: str | Path, spec: FolderSpec | None = None) -> Path:
+    """Write a folder-per-class dataset under `root` (layout: `FolderSpec`). Image names
+    are unique across splits, as FracAtlas' are, so csv files can name them alone."""
+    spec = spec or FolderSpec()
+    root = Path(root)
+    regions = REGIONS[:-1]
+    rng = np.random.default_rng(spec.seed)
+    for split, (positives, negatives) in spec.per_split.items():
+        rows = []
+        for class_name, count, fractured in ((spec.positive, positives, 1), (spec.negative, negatives, 0)):
+            folder = root / split / class_name if spec.layout == "splits" else root / "images" / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                region = regions[int(rng.integers(len(regions)))]
+                image, polygons = render_image(region, fractured, (spec.side, spec.side), rng)
+                stem = f"{split}_{class_name.replace(' ', '_')}_{i:04d}"
+                cv2.imwrite(str(folder / f"{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                rows.append(f"{stem}.jpg")
+                if spec.boxes:
+                    (root / BOXES_DIR).mkdir(parents=True, exist_ok=True)
+                    (root / BOXES_DIR / f"{stem}.txt").write_text(_box_line(polygons, spec.side))
+        if spec.split_csv and spec.layout == "classes":
+            path = root / SPLIT_CSV.format(split=split)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("image_id\n" + "".join(f"{name}\n" for name in rows))
+    return root
