@@ -40,7 +40,15 @@ from pathlib import Path
 from fracture.data import images as image_probe
 from fracture.data.config import DataConfig
 from fracture.data.labels import DroppedLine, LabelObject, read_label_file
-from fracture.data.layout import SPLIT_ALIASES, SPLIT_DIR_NAMES, SPLITS, DatasetError, DatasetLayout, SplitPaths
+from fracture.data.layout import (
+    SPLIT_ALIASES,
+    SPLIT_DIR_NAMES,
+    SPLITS,
+    DatasetError,
+    DatasetLayout,
+    SplitPaths,
+    canonical_split,
+)
 from fracture.data.records import (
     AMBIGUOUS_NAME,
     LISTED_FILE_MISSING,
@@ -150,7 +158,7 @@ def grouped_assignment(images: list[FolderImage], cfg: DataConfig, cache_dir: st
     return grouped_split(
         groups=groups,
         labels=[image.class_name for image in images],
-        fractions=cfg.split_fractions,
+        fractions={canonical_split(k): v for k, v in cfg.split_fractions.items()},
         seed=cfg.split_seed,
     )
 
@@ -250,7 +258,7 @@ class FolderReader:
         images = self._all_class_images()
         assignment = grouped_assignment(images, self.cfg, self.cache_dir)
         out = {}
-        fractions = {SPLIT_ALIASES[k.lower()]: v for k, v in self.cfg.split_fractions.items()}
+        fractions = {canonical_split(k): v for k, v in self.cfg.split_fractions.items()}
         for split in SPLITS:
             chosen = [image for image, s in zip(images, assignment) if SPLIT_ALIASES.get(s, s) == split]
             if not fractions.get(split):
