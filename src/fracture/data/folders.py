@@ -272,9 +272,11 @@ class FolderReader:
         self.layout.splits[split] = SplitPaths(folder, self.boxes_dir or folder, declared_as)
 
     def _class_names(self) -> list[str]:
-        """The positive classes: every class folder name but `data.negative_class`, sorted."""
-        found = {image.class_name for split in self._splits.values() for image in split.images}
-        folders = sorted({folder.name for folder in self._class_dirs()})
+        """The positive classes: every class folder name but `data.negative_class`, sorted.
+        An empty class folder is said aloud (its class then has 0 train instances, and
+        `data.min_instances` drops it, as for YOLO)."""
+        class_dirs = self._class_dirs()
+        folders = sorted({folder.name for folder in class_dirs})
         negative = self.cfg.negative_class
         if self.cfg.negatives == "keep" and negative not in folders:
             raise DatasetError(
@@ -282,9 +284,9 @@ class FolderReader:
                 f"{folders}): set data.negative_class to the 'no finding' folder, or data.negatives=drop "
                 "when the dataset has none."
             )
-        for folder in folders:
-            if folder not in found:
-                self.layout.notes.append(f"class folder {folder!r} holds no image")
+        for folder in sorted(class_dirs):
+            if not image_probe.list_image_files(folder):
+                self.layout.notes.append(f"class folder {folder.name!r} holds no image ({folder})")
         return [name for name in folders if name != negative]
 
     def _class_dirs(self) -> list[Path]:
