@@ -23,7 +23,7 @@ def test_env_var_sets_the_default_dataset_root(monkeypatch, tmp_path):
     assert compose_cfg("inspect_data", []).data.root == str(tmp_path)
 
 
-@pytest.mark.parametrize("data", ["yolo", "bone_fracture_yolo8", "synthetic"])
+@pytest.mark.parametrize("data", ["yolo", "bone_fracture_yolo8", "synthetic", "folders"])
 def test_data_root_override_works_with_every_data_config(data, tmp_path):
     cfg = compose_cfg("inspect_data", [f"data={data}", f"data.root={tmp_path}"])
     assert cfg.data.root == str(tmp_path)
