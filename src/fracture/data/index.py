@@ -28,9 +28,11 @@ from typing import Protocol
 from fracture.data import images as image_probe
 from fracture.data.classes import ClassMapping, renamed_label_names
 from fracture.data.config import DataConfig
+from fracture.data.folders import FolderReader
 from fracture.data.labels import Box, LabelObject
 from fracture.data.layout import DatasetError, DatasetLayout, canonical_split
 from fracture.data.records import ClassNames, ImageRecord, SplitReport
+from fracture.data.yolo import YoloReader
 
 NO_BOX: Box = (0.0, 0.0, 0.0, 0.0)
 __all__ = ["NO_BOX", "DatasetIndex", "ImageRecord", "Sample", "SplitIndex", "SplitReport", "build_index"]
@@ -230,11 +232,7 @@ class DatasetReader(Protocol):
 def reader_for(cfg: DataConfig, cache_dir: str | Path | None = None) -> DatasetReader:
     """The reader of `data.format`."""
     if cfg.format == "folders":
-        from fracture.data.folders import FolderReader
-
         return FolderReader(cfg, cache_dir)
-    from fracture.data.yolo import YoloReader
-
     return YoloReader(cfg)
 
 
