@@ -6,7 +6,7 @@ import pytest
 from fracture.evaluation.gradcam import GradCam
 from fracture.models.classifier import ModelConfig, build_model
 
-FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenet_v3_small", "small_cnn"]
+FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "resnet18", "mobilenet_v3_small", "small_cnn"]
 
 
 @pytest.mark.parametrize("backbone", FAMILIES)

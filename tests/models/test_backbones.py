@@ -3,7 +3,7 @@ import pytest
 
 from fracture.models import backbones as B
 
-FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenet_v3_small", "small_cnn"]
+FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "resnet18", "mobilenet_v3_small", "small_cnn"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -16,7 +16,7 @@ def test_every_family_builds_at_tiny_size_without_weights(name):
 
 
 def test_registry_covers_the_requested_names():
-    expected = {"densenet121", "densenet169", "densenet201", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "small_cnn"}
+    expected = {"densenet121", "densenet169", "densenet201", "resnet50", "resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "small_cnn"}
     expected |= {f"efficientnet_b{i}" for i in range(8)}
     expected |= {"efficientnetv2_b0", "efficientnetv2_b1", "efficientnetv2_b2", "efficientnetv2_b3", "efficientnetv2_s"}
     expected |= {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
@@ -60,3 +60,22 @@ def test_weights_file_is_loaded_and_recorded(tmp_path):
     np.testing.assert_allclose(np.asarray(first(images)), np.asarray(second(images)), atol=1e-6)
     with pytest.raises(B.WeightsUnavailableError, match="does not exist"):
         B.build_backbone("small_cnn", 32, weights=str(tmp_path / "missing.weights.h5"), strict=True)
+
+
+def test_resnet18_has_no_offline_imagenet_weights_and_says_so_once(recwarn):
+    """Not in keras.applications: "imagenet" is one loud warning and random init, or an error."""
+    backbone, loaded = B.build_backbone("resnet18", 64, weights="imagenet")
+    messages = [str(w.message) for w in recwarn.list if "resnet18" in str(w.message)]
+    assert loaded is None and len(messages) == 1
+    assert "RANDOM INIT" in messages[0] and "not in keras.applications" in messages[0]
+    with pytest.raises(B.WeightsUnavailableError, match="resnet18"):
+        B.build_backbone("resnet18", 64, weights="imagenet", strict=True)
+
+
+def test_resnet18_is_the_basic_block_2_2_2_2_network():
+    """11.2M parameters without the fc layer, as torchvision's resnet18 (11,689,512 - 513,000)."""
+    from fracture.models.resnet import ResNet18
+
+    core = ResNet18(weights=None, input_shape=(64, 64, 3))
+    assert sum(int(np.prod(v.shape)) for v in core.trainable_weights) == 11_176_512
+    assert tuple(core.output.shape[1:]) == (2, 2, 512)

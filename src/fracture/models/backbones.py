@@ -26,6 +26,7 @@ import keras
 
 from fracture.models.efficientnet_lite import VARIANTS as LITE_VARIANTS
 from fracture.models.efficientnet_lite import EfficientNetLite
+from fracture.models.resnet import ResNet18
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class BackboneSpec:
 DENSENET_TAPS = ("pool3_relu", "pool4_relu", None)
 EFFICIENTNET_TAPS = ("block4a_expand_activation", "block6a_expand_activation", None)
 RESNET50_TAPS = ("conv3_block4_out", "conv4_block6_out", None)
+RESNET18_TAPS = ("conv3_block2_out", "conv4_block2_out", None)
 MOBILENET_V3_SMALL_TAPS = ("expanded_conv_2_add", "expanded_conv_7_add", None)
 MOBILENET_V3_LARGE_TAPS = ("expanded_conv_5_add", "expanded_conv_11_add", None)
 SMALL_CNN_TAPS = ("relu3", "relu4", "relu5")
@@ -125,6 +127,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         for v in ("B0", "B1", "B2", "B3", "S")
     },
     "resnet50": BackboneSpec(_apps("ResNet50"), "caffe", (), RESNET50_TAPS),
+    # Not in keras.applications (fracture.models.resnet): random init, said loudly. "torch"
+    # normalization: torchvision's ResNet18, whose converted weights a user may pass.
+    "resnet18": BackboneSpec(ResNet18, "torch", (), RESNET18_TAPS),
     "mobilenet_v3_small": BackboneSpec(_apps("MobileNetV3Small"), None, PREPROCESSING_INSIDE, MOBILENET_V3_SMALL_TAPS),
     "mobilenet_v3_large": BackboneSpec(_apps("MobileNetV3Large"), None, PREPROCESSING_INSIDE, MOBILENET_V3_LARGE_TAPS),
     **{name: BackboneSpec(partial(EfficientNetLite, name), "lite", (), lite_taps(name)) for name in LITE_VARIANTS},
