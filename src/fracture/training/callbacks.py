@@ -189,6 +189,8 @@ def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, 
         if n:
             images, boxes, ids = _panel(session.val_samples, n, session.classes.num_classes, session.data)
             callbacks.append(BoxImageLogger(fm.model, images, boxes, ids, session.classes.class_names, layout.tensorboard))
+    if session.tracker is not None:  # logger=wandb: beside TensorBoard, not instead of it
+        callbacks.append(session.tracker.callback())
     if session.deadline is not None:
         callbacks.append(TimeBudget(session.deadline))
     return callbacks, nan_guard
