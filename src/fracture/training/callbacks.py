@@ -238,6 +238,8 @@ def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, 
         if n:
             panel = _panel(session, n)
             callbacks.append(BoxImageLogger(fm.model, panel, _panel_predictions(session), layout.tensorboard))
+    if session.tracker is not None:  # logger=wandb: beside TensorBoard, not instead of it
+        callbacks.append(session.tracker.callback())
     if session.deadline is not None:
         callbacks.append(TimeBudget(session.deadline))
     return callbacks, nan_guard
