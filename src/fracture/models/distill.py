@@ -38,6 +38,7 @@ import keras
 from keras import ops
 
 EXPERTS = ("teacher", "student")  # the order of "expert_logits" and "gate"
+LOSS_OUTPUTS = ("expert_logits", "gate")  # outputs beside the contract's "class" and "box"
 
 
 @dataclass
@@ -116,6 +117,16 @@ class DistillationModel(keras.Model):
         self.student_ce_tracker.update_state(ce)
         self.gate_tracker.update_state(ops.cast(y_pred["gate"][:, 0], "float32"))
         return loss + self.distillation(labels, experts, sample_weight=weight)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The compiled metrics, which Keras matches to targets and sample weights by output
+        name: the outputs that only feed the loss get stand-ins (no metric reads them)."""
+        extra = {k: y_pred[k] for k in LOSS_OUTPUTS}
+        y = {**y, **extra}
+        if isinstance(sample_weight, dict):
+            ones = ops.ones_like(y_pred["gate"][:, 0])
+            sample_weight = {**sample_weight, **{k: ones for k in LOSS_OUTPUTS}}
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def get_config(self):
         d = self.distillation
