@@ -132,6 +132,8 @@ def test_model_config_types_the_distill_section():
         ModelConfig(distill={"tempreature": 2.0})
     with pytest.raises(ValueError, match="alpha"):
         DistillConfig(alpha=1.5)
+    with pytest.raises(ValueError, match="enabled is false"):
+        DistillConfig(teacher_run="/runs/t")
     with pytest.raises(ValueError, match="box_head=single"):
         ModelConfig(box_head="dense", distill={"enabled": True})
 

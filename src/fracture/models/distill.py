@@ -56,6 +56,8 @@ class DistillConfig:
             raise ValueError(f"model.distill.temperature={self.temperature}; expected > 0.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"model.distill.alpha={self.alpha}; expected a weight in [0, 1].")
+        if self.teacher_run and not self.enabled:
+            raise ValueError(f"teacher_run={self.teacher_run} is set but model.distill.enabled is false (experiment=s0_student sets it).")
 
 
 def distillation_terms(labels, teacher_logits, student_logits, temperature: float):
@@ -222,8 +224,9 @@ def load_teacher(run_dir: str | None, image_size: int, class_names: Sequence[str
         teacher = load_run(run_dir)
     except RunError as exc:
         raise TeacherError(f"teacher_run: {exc}") from exc
-    if "box" not in teacher.model.output:
-        raise TeacherError(f"teacher_run={run_dir}: a dense detector; the teacher must be a single-box classifier.")
+    if "box" not in teacher.model.output or "expert_logits" in teacher.model.output:
+        kind = "a dense detector" if "box" not in teacher.model.output else "a distilled mixture"
+        raise TeacherError(f"teacher_run={run_dir}: {kind}; the teacher must be a single-box model (e.g. experiment=s0_teacher).")
     theirs = teacher.classes.class_names
     if (list(class_names) != theirs) if class_names is not None else (len(theirs) != num_classes):
         ours = list(class_names) if class_names is not None else f"{num_classes} classes"
