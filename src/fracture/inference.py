@@ -92,14 +92,21 @@ def load_samples_batch(samples: list, num_classes: int, data_cfg) -> tuple[np.nd
     The one loader for small fixed batches: Grad-CAM panels, export checks, the
     TensorBoard panel.
     """
+    images, targets = load_samples_targets(samples, num_classes, data_cfg)
+    if "box" in targets:
+        return images, targets["box"]
+    largest = targets["detections"][:, 0]
+    return images, np.where(largest[:, 4:5] >= 0, largest[:, :4], 0.0)
+
+
+def load_samples_targets(samples: list, num_classes: int, data_cfg) -> tuple[np.ndarray, dict]:
+    """`load_samples_batch` with the pipeline's whole target dict (numpy): "class", and
+    "box" or "detections" (`(N, max_boxes, 5)` rows [x1, y1, x2, y2, class], padding -1)."""
     from fracture.data.pipeline import make_dataset
 
     ds = make_dataset(samples, num_classes, data_cfg, False, cache=None, batch_size=len(samples))
     images, targets, _ = next(iter(ds))
-    if "box" in targets:
-        return images.numpy(), targets["box"].numpy()
-    largest = targets["detections"].numpy()[:, 0]
-    return images.numpy(), np.where(largest[:, 4:5] >= 0, largest[:, :4], 0.0)
+    return images.numpy(), {name: value.numpy() for name, value in targets.items()}
 
 
 def prepare_image(raw, size: int, mode: str) -> np.ndarray:

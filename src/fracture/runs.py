@@ -263,12 +263,16 @@ def load_model_file(path: str | Path) -> "keras.Model":
     """
     import keras
 
-    from fracture.models import backbones, detection, distill, heads, losses, metrics, schedules  # noqa: F401 - registers custom objects
+    from fracture.models import backbones, detection, distill, heads, hub, losses, metrics, schedules  # noqa: F401 - registers custom objects
 
     path = Path(path)
     problem = _model_file_problem(path)
     if problem:
         raise RunError(f"{path}: {problem}")
+    try:
+        hub.import_if_archive_needs_it(path)  # ViT/Swin: keras-hub registers its classes on import
+    except hub.KerasHubMissing as exc:
+        raise RunError(f"{path}: {exc}") from exc
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - any failure to rebuild is the file's fault here

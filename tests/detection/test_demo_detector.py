@@ -17,7 +17,7 @@ def detector_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo_detector")
     cfg = compose_cfg("config", [
         "experiment=demo_detector", f"paths.data_dir={tmp / 'data'}", f"paths.log_dir={tmp / 'logs'}",
-        f"paths.cache_dir={tmp / 'cache'}", "callbacks.tensorboard.enabled=false", "callbacks.progress=0",
+        f"paths.cache_dir={tmp / 'cache'}", "callbacks.progress=0",
     ])
     result = train(cfg)
     assert result.status == "finished"
@@ -74,3 +74,24 @@ def test_detector_exports_match_keras_boxes_and_scores(detector_run, tmp_path, f
     checks = export_run(run.model, tmp_path, fmt, images)
     assert all(c.ok for c in checks), [c.as_dict() for c in checks]
     assert all(np.isfinite(c.latency_ms) and c.latency_ms > 0 for c in checks)
+
+
+@pytest.mark.slow
+def test_tensorboard_panel_draws_true_and_predicted_boxes(detector_run):
+    import numpy as np
+    import tensorflow as tf
+
+    events = sorted((detector_run / "tensorboard" / "val_images").glob("events.out.tfevents.*"))
+    images, texts = [], []
+    for event in tf.compat.v1.train.summary_iterator(str(events[-1])):
+        for value in event.summary.value:
+            if value.tag == "val/true_green_predicted_red":
+                images.append(value)
+            elif value.tag == "val/classes":
+                texts.append(tf.make_ndarray(value.tensor).item().decode())
+    assert images and texts
+    assert "boxes:" in texts[-1] and "boxes: none" not in texts[-1].split("\n\n")[0], texts[-1]
+    # the last epoch's first image: pure green (truth) and pure red (prediction) lines
+    pixels = tf.io.decode_png(tf.make_ndarray(images[-1].tensor)[2]).numpy()
+    pure = lambda rgb: np.all(pixels[..., :3] == rgb, axis=-1).sum()  # noqa: E731
+    assert pure([0, 255, 0]) > 20 and pure([255, 0, 0]) > 20

@@ -1,15 +1,20 @@
 """Grad-CAM finds its target layer for every backbone family and gives finite heatmaps."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
 from fracture.evaluation.gradcam import GradCam
 from fracture.models.classifier import ModelConfig, build_model
 
-FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenet_v3_small", "small_cnn"]
+FAMILIES = ["densenet121", "efficientnet_b0", "efficientnetv2_b0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "resnet18", "mobilenet_v3_small", "small_cnn", "vgg19", "regnetx_002"]
+# ViT's tokens become a 2x2 map at 32 px: Grad-CAM explains it like a CNN's last map.
+NO_KERAS_HUB = importlib.util.find_spec("keras_hub") is None
+HUB = [pytest.param("vit_b16", marks=pytest.mark.skipif(NO_KERAS_HUB, reason="needs the optional keras-hub extra"))]
 
 
-@pytest.mark.parametrize("backbone", FAMILIES)
+@pytest.mark.parametrize("backbone", FAMILIES + HUB)
 def test_gradcam_heatmap_shape_and_range_for_every_family(backbone):
     fm = build_model(ModelConfig(backbone=backbone, weights=None, attention_gate=backbone == "small_cnn"), 3, 32)
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")

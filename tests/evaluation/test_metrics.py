@@ -102,6 +102,22 @@ def test_critical_error_wildcard_counts_every_missed_class():
     assert result["total"] == 2
 
 
+def test_every_confusion_pair_most_frequent_first_each_most_confident_first():
+    """["*", "*"]: the S2 seed's critical-error pairs, only those that occur."""
+    names = ["a", "b", "no finding"]
+    y_true, y_pred = [0, 0, 0, 1, 2, 2], [1, 1, 0, 2, 2, 0]
+    result = m.critical_errors(y_true, y_pred, [0.6, 0.9, 0.8, 0.7, 0.5, 0.4], [["*", "*"]], names)
+    assert [(p["true"], p["predicted"], p["count"], p["indices"]) for p in result["pairs"]] == [
+        ("a", "b", 2, [1, 0]), ("b", "no finding", 1, [3]), ("no finding", "a", 1, [5])]
+    assert result["total"] == 4 and result["unknown_pairs"] == []
+    assert m.critical_errors(y_true, y_pred, [0.5] * 6, [["x", "*"]], names)["unknown_pairs"] == [["x", "*"]]
+
+
+def test_interleave_shows_every_group_before_any_second_item():
+    assert m.interleave([[1, 0], [3], [5, 6, 7]]) == [1, 3, 5, 0, 6, 7]
+    assert m.interleave([]) == []
+
+
 # Undefined metrics: NaN (null in metrics.json) with the reason under `undefined`, never 0 or 1.
 
 

@@ -272,22 +272,41 @@ def critical_errors(
 ) -> dict:
     """Count configured clinically important (true, predicted) confusions and list the cases,
     most confident first. `"*"` as the true class means every other class (so
-    `["*", "no finding"]` counts missed fractures per class). Pairs naming an unknown class
-    are reported, not ignored."""
+    `["*", "no finding"]` counts missed fractures per class); `["*", "*"]` means every
+    confusion (the S2 seed's "critical-error pairs"): only the pairs that occur, the most
+    frequent first (then the most confident). Pairs naming an unknown class are reported, not ignored."""
     names = list(class_names)
     y_true, y_pred, confidence = np.asarray(y_true), np.asarray(y_pred), np.asarray(confidence)
     out, unknown = [], []
-    expanded = []
     for true_name, predicted_name in pairs:
-        if true_name == "*":
-            expanded += [(n, predicted_name) for n in names if n != predicted_name] if predicted_name in names else [(true_name, predicted_name)]
-        else:
-            expanded.append((true_name, predicted_name))
-    for true_name, predicted_name in expanded:
-        if true_name not in names or predicted_name not in names:
-            unknown.append([true_name, predicted_name])
-            continue
-        idx = np.nonzero((y_true == names.index(true_name)) & (y_pred == names.index(predicted_name)))[0]
-        idx = idx[np.argsort(-confidence[idx])]
-        out.append({"true": true_name, "predicted": predicted_name, "count": int(len(idx)), "indices": idx.tolist()})
+        found = []
+        for t, p in _expand_pair(true_name, predicted_name, names):
+            if t not in names or p not in names:
+                unknown.append([t, p])
+                continue
+            idx = np.nonzero((y_true == names.index(t)) & (y_pred == names.index(p)))[0]
+            idx = idx[np.argsort(-confidence[idx])]
+            found.append({"true": t, "predicted": p, "count": int(len(idx)), "indices": idx.tolist()})
+        if predicted_name == "*":
+            # most frequent first; ties: the pair with the most confident mistake
+            found = sorted((f for f in found if f["count"]), key=lambda f: (-f["count"], -confidence[f["indices"][0]]))
+        out += found
     return {"pairs": out, "total": int(sum(p["count"] for p in out)), "unknown_pairs": unknown}
+
+
+def _expand_pair(true_name: str, predicted_name: str, names: list[str]) -> list[tuple[str, str]]:
+    """The concrete (true, predicted) pairs one configured pair stands for ("*" = any class
+    but the other one). A pair naming an unknown class stays as written, to be reported."""
+    named = [n for n in (true_name, predicted_name) if n != "*"]
+    if len(named) == 2 or any(n not in names for n in named):
+        return [(true_name, predicted_name)]
+    trues = names if true_name == "*" else [true_name]
+    predicted = names if predicted_name == "*" else [predicted_name]
+    return [(t, p) for p in predicted for t in trues if t != p]
+
+
+def interleave(groups: Sequence[Sequence[int]]) -> list[int]:
+    """The first item of every group, then every second, ...: a capped list still shows
+    each group (Grad-CAM panels for critical-error pairs, each pair's most confident first)."""
+    longest = max((len(g) for g in groups), default=0)
+    return [g[i] for i in range(longest) for g in groups if i < len(g)]

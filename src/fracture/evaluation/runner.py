@@ -271,7 +271,7 @@ def _explanations(run, preds: Predictions, ious, has_box, critical, cfg: EvalCon
     n = len(preds.samples)
     chosen: dict[str, list[int]] = {
         "random": rng.choice(n, size=min(cfg.gradcam_random, n), replace=False).tolist(),
-        "critical": [i for p in critical["pairs"] for i in p["indices"]][: cfg.gradcam_max_critical],
+        "critical": M.interleave([p["indices"] for p in critical["pairs"]])[: cfg.gradcam_max_critical],
         "worst_box": [int(i) for i in np.argsort(np.where(has_box, ious, np.inf))[: cfg.gradcam_worst_boxes] if has_box[i]],
     }
     cam = GradCam(run.model)

@@ -8,6 +8,9 @@ Every backbone built here takes raw 0-255 RGB images: families whose keras.appli
 constructor does not normalise inside the model (DenseNet, ResNet) get an
 `ImageNormalization` layer in front, so a saved model needs no outside preprocessing.
 
+ViT and Swin (keras-hub, `fracture.models.hub`) are single-scale: their spec has no
+`feature_layers`, and `multiscale=True` on them is an error.
+
 Weights: `"imagenet"` downloads from the internet. Offline this fails fast (keras raises a
 plain `Exception("URL fetch failure ...")`), and the backbone is then built from random
 init with one loud warning, unless `strict=True` makes that an error.
@@ -26,6 +29,10 @@ import keras
 
 from fracture.models.efficientnet_lite import VARIANTS as LITE_VARIANTS
 from fracture.models.efficientnet_lite import EfficientNetLite
+from fracture.models import hub
+from fracture.models.regnet import VARIANTS as REGNET_VARIANTS
+from fracture.models.regnet import RegNet, regnet_taps
+from fracture.models.resnet import ResNet18
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +51,12 @@ class ImageNormalization(keras.layers.Layer):
 
     Args:
         mode: "torch" (scale to 0-1, subtract ImageNet mean, divide by std: DenseNet),
-            "caffe" (RGB -> BGR, subtract ImageNet means: ResNet50), "lite" ((x - 127) / 128:
-            EfficientNet-Lite), or "unit" (scale to 0-1).
+            "caffe" (RGB -> BGR, subtract ImageNet means: ResNet50, VGG19), "lite"
+            ((x - 127) / 128: EfficientNet-Lite), "tf" (scale to -1..1: ViT, whose
+            checkpoints were trained with mean = std = 0.5) or "unit" (scale to 0-1).
     """
 
-    MODES = ("torch", "caffe", "lite", "unit")
+    MODES = ("torch", "caffe", "lite", "tf", "unit")
 
     def __init__(self, mode: str = "torch", **kwargs):
         super().__init__(**kwargs)
@@ -67,6 +75,8 @@ class ImageNormalization(keras.layers.Layer):
             return bgr - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, self.compute_dtype)
         if self.mode == "lite":
             return (images - LITE_MEAN) / LITE_STD
+        if self.mode == "tf":
+            return images / 127.5 - 1.0
         return images / 255.0
 
     def get_config(self):
@@ -85,12 +95,15 @@ class BackboneSpec:
         feature_layers: the layers whose outputs are C3, C4, C5 (strides 8, 16, 32) in the
             multi-scale backbone; `None` names the network's own output (auto-named in
             some keras.applications, and the features the single-box model pools).
+            `None` for the whole tuple: single-scale only (ViT, Swin).
+        loads_presets: `weights` may be a local keras-hub preset directory.
     """
 
     constructor: Callable | None
     normalization: str | None = None
     constructor_kwargs: tuple = ()
-    feature_layers: tuple[str | None, str | None, str | None] = (None, None, None)
+    feature_layers: tuple[str | None, str | None, str | None] | None = (None, None, None)
+    loads_presets: bool = False
 
 
 # Multi-scale taps, by family. Each is the last (post-activation where the family has one)
@@ -98,9 +111,11 @@ class BackboneSpec:
 DENSENET_TAPS = ("pool3_relu", "pool4_relu", None)
 EFFICIENTNET_TAPS = ("block4a_expand_activation", "block6a_expand_activation", None)
 RESNET50_TAPS = ("conv3_block4_out", "conv4_block6_out", None)
+RESNET18_TAPS = ("conv3_block2_out", "conv4_block2_out", None)
 MOBILENET_V3_SMALL_TAPS = ("expanded_conv_2_add", "expanded_conv_7_add", None)
 MOBILENET_V3_LARGE_TAPS = ("expanded_conv_5_add", "expanded_conv_11_add", None)
 SMALL_CNN_TAPS = ("relu3", "relu4", "relu5")
+VGG_TAPS = ("block3_pool", "block4_pool", None)
 # EfficientNet-Lite stages 2 and 4 end at strides 8 and 16 (stage 6 and the head at 32).
 LITE_TAP_STAGES = (2, 4)
 
@@ -125,10 +140,21 @@ BACKBONES: dict[str, BackboneSpec] = {
         for v in ("B0", "B1", "B2", "B3", "S")
     },
     "resnet50": BackboneSpec(_apps("ResNet50"), "caffe", (), RESNET50_TAPS),
+    # Not in keras.applications (fracture.models.resnet): random init, said loudly. "torch"
+    # normalization: torchvision's ResNet18, whose converted weights a user may pass.
+    "resnet18": BackboneSpec(ResNet18, "torch", (), RESNET18_TAPS),
     "mobilenet_v3_small": BackboneSpec(_apps("MobileNetV3Small"), None, PREPROCESSING_INSIDE, MOBILENET_V3_SMALL_TAPS),
     "mobilenet_v3_large": BackboneSpec(_apps("MobileNetV3Large"), None, PREPROCESSING_INSIDE, MOBILENET_V3_LARGE_TAPS),
     **{name: BackboneSpec(partial(EfficientNetLite, name), "lite", (), lite_taps(name)) for name in LITE_VARIANTS},
     "small_cnn": BackboneSpec(None, "unit", (), SMALL_CNN_TAPS),
+    "vgg19": BackboneSpec(_apps("VGG19"), "caffe", (), VGG_TAPS),
+    # Keras 3 has no keras.applications RegNet: fracture.models.regnet (random init, loudly).
+    # "torch": tf.keras 2's RegNets normalised inside with ImageNet mean and std.
+    **{name: BackboneSpec(partial(RegNet, name), "torch", (), regnet_taps(name)) for name in REGNET_VARIANTS},
+    # keras-hub (optional extra): single-scale. ViT presets were converted from checkpoints
+    # trained on (x - 0.5) / 0.5 ("tf"); Swin's on ImageNet mean and std ("torch").
+    "vit_b16": BackboneSpec(partial(hub.hub_backbone, "vit_b16"), "tf", (), None, loads_presets=True),
+    "swin_tiny": BackboneSpec(partial(hub.hub_backbone, "swin_tiny"), "torch", (), None, loads_presets=True),
 }
 
 
@@ -177,6 +203,11 @@ def build_backbone(
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}.")
     spec = BACKBONES[name]
+    if multiscale and spec.feature_layers is None:
+        raise ValueError(
+            f"Backbone {name} is single-scale (no stride 8/16/32 taps for the dense detector): "
+            "use model.box_head=single, or a CNN backbone for the detector."
+        )
     shape = (image_size, image_size, 3)
     inputs = keras.Input(shape, name="image")
     x = ImageNormalization(spec.normalization, name="normalization")(inputs) if spec.normalization else inputs
@@ -187,7 +218,7 @@ def build_backbone(
         core, loaded = _application(spec, name, shape, weights, strict)
     features = feature_taps(core, spec.feature_layers)(x) if multiscale else core(x)
     backbone = keras.Model(inputs, features, name=f"{name}_backbone")
-    if weights not in (None, "imagenet"):
+    if weights not in (None, "imagenet") and loaded != weights:
         loaded = _load_file(backbone, core, Path(weights), strict)
     return backbone, loaded
 
@@ -204,15 +235,18 @@ def feature_taps(core: keras.Model, layer_names: tuple[str | None, ...]) -> kera
 
 def _application(spec: BackboneSpec, name: str, shape, weights, strict) -> tuple[keras.Model, str | None]:
     kwargs = dict(spec.constructor_kwargs)
-    if weights == "imagenet":
+    if weights == "imagenet" or (spec.loads_presets and hub.is_preset_dir(weights)):
+        what = "ImageNet weights" if weights == "imagenet" else f"The keras-hub preset {weights}"
         try:
-            return spec.constructor(include_top=False, weights="imagenet", input_shape=shape, **kwargs), "imagenet"
+            return spec.constructor(include_top=False, weights=weights, input_shape=shape, **kwargs), weights
+        except (hub.KerasHubMissing, hub.UnsupportedInputSize):
+            raise  # a missing optional package or a bad input size: not a weights problem
         except Exception as exc:  # noqa: BLE001 - keras raises a bare Exception on fetch failure
             message = (
-                f"ImageNet weights for {name} could not be loaded ({str(exc).splitlines()[0][:200]}). "
+                f"{what} for {name} could not be loaded ({str(exc).splitlines()[0][:200]}). "
                 "Training starts from RANDOM INIT, which needs far more data and epochs. "
-                "Offline: pass model.weights=<path to a .weights.h5 file>, or model.strict_weights=true "
-                "to make this an error."
+                f"Offline: pass model.weights=<path to a .weights.h5 file{' or a local keras-hub preset directory' if spec.loads_presets else ''}>, "
+                "or model.strict_weights=true to make this an error."
             )
             if strict:
                 raise WeightsUnavailableError(message) from exc

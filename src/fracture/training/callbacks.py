@@ -95,45 +95,94 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class BoxImageLogger(keras.callbacks.Callback):
-    """Each epoch, writes a few validation images to TensorBoard: true box green, predicted red.
+    """Each epoch, writes a few validation images to TensorBoard: true boxes green, predicted red.
 
     Args:
         model: the end-to-end model.
-        images: float `(N, S, S, 3)` raw 0-255 validation images.
-        boxes: their true normalized xyxy boxes (all-zero for "no finding").
-        class_ids: their true class ids.
-        class_names: for the caption.
+        panel: the images, their true boxes and classes (`BoxPanel`).
+        predicted: end-to-end model outputs -> `(boxes (N, D, 4) normalized xyxy, captions)`:
+            the single box head's one box, or the dense detector's decoded boxes.
         log_dir: TensorBoard folder (written under `val_images/`).
     """
 
-    def __init__(self, model, images, boxes, class_ids, class_names: Sequence[str], log_dir: Path):
+    def __init__(self, model, panel: "BoxPanel", predicted, log_dir: Path):
         super().__init__()
         import tensorflow as tf
 
         self.target = model
-        self.images = np.asarray(images, np.float32)
-        self.boxes = np.asarray(boxes, np.float32)
-        self.class_ids = list(class_ids)
-        self.class_names = list(class_names)
+        self.panel = panel
+        self.predicted = predicted
         self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "val_images"))
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
 
-        outputs = self.target(self.images, training=False)
-        probs, pred_boxes = np.asarray(outputs["class"]), np.asarray(outputs["box"])
-        yxyx = lambda b: b[:, [1, 0, 3, 2]]  # noqa: E731 - tf.image draws y1, x1, y2, x2
-        boxes = np.stack([yxyx(self.boxes), yxyx(pred_boxes)], axis=1)
-        colors = np.array([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0]], np.float32)
-        drawn = tf.image.draw_bounding_boxes(self.images / 255.0, boxes, colors)
-        captions = [
-            f"{i}: true {self.class_names[t]} | predicted {self.class_names[int(p.argmax())]} ({p.max():.2f})"
-            for i, (t, p) in enumerate(zip(self.class_ids, probs))
-        ]
+        panel = self.panel
+        pred_boxes, predicted_captions = self.predicted(self.target(panel.images, training=False))
+        yxyx = lambda b: b[..., [1, 0, 3, 2]]  # noqa: E731 - tf.image draws y1, x1, y2, x2
+        drawn = tf.image.draw_bounding_boxes(panel.images / 255.0, yxyx(panel.true_boxes), GREEN)
+        drawn = tf.image.draw_bounding_boxes(drawn, yxyx(np.asarray(pred_boxes, np.float32)), RED)
+        captions = [f"{i}: true {truth} | predicted {pred}" for i, (truth, pred) in enumerate(zip(panel.captions, predicted_captions))]
         with self.writer.as_default():
             tf.summary.image("val/true_green_predicted_red", drawn, step=epoch, max_outputs=len(drawn))
             tf.summary.text("val/classes", "\n\n".join(captions), step=epoch)
         self.writer.flush()
+
+
+GREEN = np.array([[0.0, 1.0, 0.0, 1.0]], np.float32)
+RED = np.array([[1.0, 0.0, 0.0, 1.0]], np.float32)
+# The detector's panel draws at most this many predicted boxes per image, above this score
+# (predict's default confidence): more would hide the image.
+PANEL_MAX_BOXES = 10
+PANEL_CONFIDENCE = 0.25
+
+
+@dataclass
+class BoxPanel:
+    """The TensorBoard panel's fixed validation images.
+
+    Attributes:
+        images: float `(N, S, S, 3)` raw 0-255 model inputs.
+        true_boxes: `(N, M, 4)` normalized xyxy in the model frame; zero rows draw nothing.
+        captions: the true classes, in words, per image.
+    """
+
+    images: np.ndarray
+    true_boxes: np.ndarray
+    captions: list[str]
+
+
+def single_box_predictions(class_names: Sequence[str]):
+    """Outputs of the single box head -> its one box and the image-level class per image."""
+
+    def predicted(outputs):
+        probs = np.asarray(outputs["class"])
+        captions = [f"{class_names[int(p.argmax())]} ({p.max():.2f})" for p in probs]
+        return np.asarray(outputs["box"])[:, None], captions
+
+    return predicted
+
+
+def dense_predictions(class_names: Sequence[str], image_size: int, strides):
+    """Outputs of the dense detector -> its decoded boxes over `PANEL_CONFIDENCE` (at most
+    `PANEL_MAX_BOXES`) and, per image, the image-level class and the boxes' classes (the
+    detection class ids are `class_names` ids; "no finding" never gets a box)."""
+    from fracture.models.detection import decode_detections
+
+    def predicted(outputs):
+        boxes, scores, classes, valid = (
+            np.asarray(t) for t in decode_detections(outputs["detections"], image_size, strides, PANEL_CONFIDENCE, 0.5, PANEL_MAX_BOXES)
+        )
+        probs = np.asarray(outputs["class"])
+        shown = np.arange(boxes.shape[1])[None, :] < valid[:, None]
+        captions = [
+            f"{class_names[int(p.argmax())]} ({p.max():.2f}); boxes: "
+            + (", ".join(f"{class_names[c]} {s:.2f}" for c, s in zip(classes[i][: valid[i]], scores[i][: valid[i]])) or "none")
+            for i, p in enumerate(probs)
+        ]
+        return np.where(shown[..., None], boxes, 0.0), captions
+
+    return predicted
 
 
 class AugmentationDrops(keras.callbacks.Callback):
@@ -185,20 +234,35 @@ def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, 
     tb = cfg.tensorboard
     if tb.get("enabled", True):
         callbacks.append(keras.callbacks.TensorBoard(str(layout.tensorboard), write_graph=False, update_freq="epoch"))
-        n = int(tb.get("images", 4)) if "box" in fm.model.output else 0  # the dense detector: no panel yet
+        n = int(tb.get("images", 4))
         if n:
-            images, boxes, ids = _panel(session.val_samples, n, session.classes.num_classes, session.data)
-            callbacks.append(BoxImageLogger(fm.model, images, boxes, ids, session.classes.class_names, layout.tensorboard))
+            panel = _panel(session, n)
+            callbacks.append(BoxImageLogger(fm.model, panel, _panel_predictions(session), layout.tensorboard))
+    if session.tracker is not None:  # logger=wandb: beside TensorBoard, not instead of it
+        callbacks.append(session.tracker.callback())
     if session.deadline is not None:
         callbacks.append(TimeBudget(session.deadline))
     return callbacks, nan_guard
 
 
-def _panel(val_samples, n, num_classes, data_cfg):
-    """The first `n` validation images with a box (then negatives), for the TensorBoard panel."""
-    from fracture.inference import load_samples_batch
+def _panel(session: "Session", n: int) -> BoxPanel:
+    """The first `n` validation images with a box (then negatives), with all their boxes."""
+    from fracture.inference import load_samples_targets
 
-    chosen = [s for s in val_samples if s.has_box][:n]
-    chosen += [s for s in val_samples if not s.has_box][: n - len(chosen)]
-    images, boxes = load_samples_batch(chosen, num_classes, data_cfg)
-    return images, boxes, [s.class_id for s in chosen]
+    chosen = [s for s in session.val_samples if s.has_box][:n]
+    chosen += [s for s in session.val_samples if not s.has_box][: n - len(chosen)]
+    names = session.classes.class_names
+    images, targets = load_samples_targets(chosen, session.classes.num_classes, session.data)
+    if "box" in targets:
+        return BoxPanel(images, targets["box"][:, None], [names[s.class_id] for s in chosen])
+    rows = targets["detections"]
+    real = rows[..., 4:5] >= 0
+    captions = [", ".join(names[c] for c in s.box_classes) or names[s.class_id] for s in chosen]
+    return BoxPanel(images, np.where(real, rows[..., :4], 0.0), captions)
+
+
+def _panel_predictions(session: "Session"):
+    names, model_cfg = session.classes.class_names, session.settings.model
+    if model_cfg.box_head == "dense":
+        return dense_predictions(names, session.data.image_size, model_cfg.strides)
+    return single_box_predictions(names)

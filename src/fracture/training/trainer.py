@@ -44,9 +44,10 @@ from fracture.runs import (
     write_text,
 )
 from fracture.training import callbacks as cb
-from fracture.training import cluster
+from fracture.training import cluster, loggers
 from fracture.training.distribute import make_strategy
 from fracture.training.feature_cache import choose_cache_mode, compute_features, feature_bytes, feature_dataset
+from fracture.training.loggers import LoggerConfig, Tracker
 from fracture.training.optim import OptimizerConfig, build_optimizer
 from fracture.training.precision import apply_precision
 from fracture.training.resume import RunClaim, RunState, claim_run, config_fingerprint
@@ -96,6 +97,7 @@ class TrainSettings:
     log_dir: Path
     cache_dir: Path
     task_name: str
+    logger: LoggerConfig
 
     @classmethod
     def from_config(cls, cfg) -> "TrainSettings":
@@ -112,6 +114,7 @@ class TrainSettings:
             log_dir=Path(cfg.paths.log_dir),
             cache_dir=Path(cfg.paths.cache_dir),
             task_name=str(cfg.task_name),
+            logger=typed(LoggerConfig, cfg.get("logger"), "logger"),
         )
 
 
@@ -183,6 +186,7 @@ class Session:
     state: RunState
     extra_callbacks: list
     deadline: float | None
+    tracker: Tracker | None = None
 
 
 def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None = None) -> TrainResult:
@@ -203,6 +207,7 @@ def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None =
     from fracture.data.config import data_config_from_hydra
 
     settings = TrainSettings.from_config(cfg)
+    loggers.check_available(settings.logger)
     # multi-worker: only the chief writes the run folder; see fracture.training.cluster
     task = cluster.task_from_env(settings.trainer.strategy, settings.trainer.data_sharding)
     data_cfg = cluster.worker_data_config(data_config_from_hydra(cfg.data), task)  # a bad key fails here, before any folder
@@ -245,7 +250,11 @@ def train(cfg, run_dir: str | Path | None = None, extra_callbacks: list | None =
 
 def _session(cfg, settings: TrainSettings, data_cfg: DataConfig, layout: RunLayout, claim, state, extra_callbacks) -> Session:
     """Seeds, precision, strategy, the indexed data, the model and losses: everything phases share."""
-    from fracture.data.accounting import check_shrink, data_accounting, format_accounting
+    from fracture.data.accounting import (
+        check_shrink,
+        data_accounting,
+        format_accounting,
+    )
     from fracture.data.index import build_index
 
     # the strategy first: MultiWorkerMirroredStrategy must be built before anything starts
@@ -291,9 +300,13 @@ def _session(cfg, settings: TrainSettings, data_cfg: DataConfig, layout: RunLayo
         class_weights=class_weights.tolist(),
     )
     max_minutes = settings.trainer.max_minutes
+    from omegaconf import OmegaConf
+
+    tracker = loggers.start(settings.logger, layout.root, settings.task_name, OmegaConf.to_container(cfg, resolve=True))
     return Session(
         settings, data_cfg, fm, classes, train_samples, val_samples, class_weights, losses, loss_weights, strategy,
         layout, claim, state, list(extra_callbacks or []), time.monotonic() + 60 * max_minutes if max_minutes else None,
+        tracker,
     )
 
 
@@ -323,6 +336,8 @@ def _run(session: Session) -> TrainResult:
         metrics = evaluate_best(session)
         write_json(layout.metrics, metrics)
     update_run_info(layout.root, status=status, error=error, train_seconds=round(time.time() - start_time, 1))
+    if session.tracker is not None:
+        session.tracker.finish(metrics, status)
     if status == FINISHED:
         session.claim.finish()
     else:
