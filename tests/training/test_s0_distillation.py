@@ -13,8 +13,10 @@ import pytest
 from conftest import compose_cfg
 from fracture.training.trainer import train
 
-# resnet18 and mobilenet_v3_small are the experiments' choices; small_cnn keeps the test fast
+# The experiments read data=folders, resnet18 and mobilenet_v3_small; generated YOLO-layout
+# data and small_cnn keep the test fast (and it runs before data=folders is merged).
 TINY = [
+    "data=synthetic",
     "model.backbone=small_cnn",
     "model.weights=null",
     "model.box_hidden_units=16",
