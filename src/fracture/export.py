@@ -59,8 +59,11 @@ OUTPUT_NAMES = {"class": "class_probabilities", "box": "box", "detections": "det
 
 
 def named_outputs(outputs: dict) -> dict:
-    """The model's outputs under their exported names (see the module docstring)."""
-    return {OUTPUT_NAMES[k]: v for k, v in outputs.items()}
+    """The model's contract outputs under their exported names (see the module docstring).
+
+    Other outputs are left out: a distilled model's "expert_logits" and "gate" feed its
+    training loss (fracture.models.distill), not its users."""
+    return {OUTPUT_NAMES[k]: v for k, v in outputs.items() if k in OUTPUT_NAMES}
 
 
 def _reference(model, images: np.ndarray) -> dict:

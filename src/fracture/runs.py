@@ -263,7 +263,7 @@ def load_model_file(path: str | Path) -> "keras.Model":
     """
     import keras
 
-    from fracture.models import backbones, detection, heads, hub, losses, metrics, schedules  # noqa: F401 - registers custom objects
+    from fracture.models import backbones, detection, distill, heads, hub, losses, metrics, schedules  # noqa: F401 - registers custom objects
 
     path = Path(path)
     problem = _model_file_problem(path)

@@ -8,6 +8,7 @@ With `box_head: dense` the box head is the multi-scale anchor-free detector
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import keras
 
@@ -21,6 +22,7 @@ from fracture.models.detection import (
     build_dense_heads,
 )
 from fracture.models.detection.loss import build_detection_losses
+from fracture.models.distill import DistillConfig, load_teacher, mixture_of_experts
 from fracture.models.losses import LossConfig, build_losses
 from fracture.models.heads import build_heads
 
@@ -47,12 +49,17 @@ class ModelConfig:
     head_convs: int = 2
     strides: list = field(default_factory=lambda: [8, 16, 32])
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self):
         if self.box_head not in BOX_HEADS:
             raise ValueError(f"model.box_head={self.box_head!r}; expected one of {BOX_HEADS}.")
         if isinstance(self.detection, dict):
             self.detection = typed(DetectionConfig, self.detection, "model.detection")
+        if isinstance(self.distill, dict):
+            self.distill = typed(DistillConfig, self.distill, "model.distill")
+        if self.distill.enabled and self.box_head != "single":
+            raise ValueError("model.distill.enabled needs model.box_head=single (the teacher and student are classifiers).")
         if list(self.strides) != [8, 16, 32]:
             # The backbone registry taps exactly these three levels.
             raise ValueError(f"model.strides={list(self.strides)}; the backbones provide [8, 16, 32].")
@@ -84,11 +91,18 @@ class FractureModel:
     weights: str | None
 
 
-def build_model(cfg: ModelConfig, num_classes: int, image_size: int) -> FractureModel:
-    """Build the backbone from the registry and put the two heads on it."""
+def build_model(cfg: ModelConfig, num_classes: int, image_size: int, class_names: Sequence[str] | None = None) -> FractureModel:
+    """Build the backbone from the registry and put the two heads on it.
+
+    Args:
+        class_names: the classes in output order, when known: a distilled model checks its
+            teacher's against them (else only their number).
+    """
     if cfg.box_head == "dense":
         return _build_dense_model(cfg, num_classes, image_size)
     backbone, loaded = build_backbone(cfg.backbone, image_size, cfg.weights, cfg.strict_weights)
+    if cfg.distill.enabled:
+        return _build_distilled_model(cfg, backbone, loaded, num_classes, image_size, class_names)
     heads = build_heads(
         tuple(backbone.output.shape[1:]),
         num_classes,
@@ -111,6 +125,18 @@ def _build_dense_model(cfg: ModelConfig, num_classes: int, image_size: int) -> F
     images = keras.Input((image_size, image_size, 3), name="image")
     model = keras.Model(images, heads(backbone(images)), name=f"fracture_{cfg.backbone}_detector")
     return FractureModel(model, backbone, heads, loaded)
+
+
+def _build_distilled_model(cfg: ModelConfig, backbone, loaded, num_classes: int, image_size: int, class_names) -> FractureModel:
+    """The teacher run's frozen model + this backbone as the student + a gate
+    (`fracture.models.distill`); `weights` are the student's."""
+    teacher = load_teacher(cfg.distill.teacher_run, image_size, class_names, num_classes)
+    student_heads = build_heads(
+        tuple(backbone.output.shape[1:]), num_classes, dropout=cfg.dropout, box_hidden_units=cfg.box_hidden_units,
+        attention_gate=cfg.attention_gate, attention_hidden_units=cfg.attention_hidden_units,
+    )
+    model, experts_backbone, heads = mixture_of_experts(teacher, backbone, student_heads, cfg.distill, image_size)
+    return FractureModel(model, experts_backbone, heads, loaded)
 
 
 def build_model_losses(cfg: ModelConfig, loss: LossConfig, image_size: int) -> tuple[dict, dict]:

@@ -280,7 +280,7 @@ def _session(cfg, settings: TrainSettings, data_cfg: DataConfig, layout: RunLayo
     print(f"classes: {dict(zip(classes.class_names, counts.tolist()))}")
     print(f"class weights: {dict(zip(classes.class_names, (round(float(w), 3) for w in class_weights)))}")
     with strategy.scope():
-        fm = build_model(settings.model, classes.num_classes, data_cfg.image_size)
+        fm = build_model(settings.model, classes.num_classes, data_cfg.image_size, classes.class_names)
         if settings.trainer.sync_batchnorm:
             cluster.sync_batchnorm(fm.model, strategy)
     losses, loss_weights = _losses(settings, data_cfg)
