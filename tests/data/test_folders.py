@@ -201,6 +201,36 @@ def test_unsplit_folders_get_a_seeded_stratified_duplicate_aware_split(fracatlas
     assert [s.image_path for s in again.split("test").samples] == [s.image_path for s in index.split("test").samples]
 
 
+def test_unsplit_folders_follow_the_grouped_assignment_they_are_given(fracatlas, monkeypatch):
+    """The reader's side of the grouped split, with stand-ins for wt-dups' functions: what
+    it passes them (paths, class labels, canonical fractions, the split seed), and that
+    each image lands in the split it is assigned; a split given no share is missing."""
+    import types
+
+    shutil.rmtree(fracatlas / "Utilities")
+    calls = {}
+
+    def duplicate_groups(paths, cache_dir=None):
+        calls["paths"] = paths
+        return [i // 2 for i in range(len(paths))]  # pairs of neighbours are "duplicates"
+
+    def grouped_split(groups, labels, fractions, seed):
+        calls.update(labels=labels, fractions=fractions, seed=seed)
+        return ["train" if g % 3 else "val" for g in groups]
+
+    monkeypatch.setitem(sys.modules, "fracture.data.duplicates", types.SimpleNamespace(duplicate_groups=duplicate_groups))
+    monkeypatch.setitem(sys.modules, "fracture.data.splitting", types.SimpleNamespace(grouped_split=grouped_split))
+    cfg = fracatlas_config(fracatlas, split_csv=None, split_seed=5, split_fractions={"train": 0.8, "val": 0.2, "test": 0})
+    index = build_index(cfg, splits=["train", "valid"])
+    assert (calls["fractions"], calls["seed"]) == ({"train": 0.8, "valid": 0.2, "test": 0}, 5)
+    assert sorted(set(calls["labels"])) == ["Fractured", "Non_fractured"] and len(calls["paths"]) == 34
+    valid = {s.image_path for s in index.split("valid").samples}
+    expected = {str(p) for i, p in enumerate(calls["paths"]) if (i // 2) % 3 == 0}
+    assert valid == expected and len(index.split("train").samples) == 34 - len(expected)
+    with pytest.raises(DatasetError, match="'test'.*no share"):
+        index.layout.split("test")
+
+
 def test_folders_config_composes_and_refuses_unknown_keys(s1):
     cfg = compose_cfg("inspect_data", ["data=folders", f"data.root={s1}", "data.negative_class=not fractured"])
     data = DataConfig.from_mapping(cfg.data)
