@@ -63,7 +63,8 @@ CANDIDATE_MIN_SIMILARITY = 0.6
 # candidate stage, so that a crop finds its source among look-alikes.
 CANDIDATE_CROPS = (0.8,)
 # Crop windows tried in confirmation: the smaller image may show this fraction of the larger
-# one's width and height (independently: a crop stretched back to a square export).
+# one's width and height (independently: a crop stretched back to a square export). A coarse
+# grid: ECC refines the scale in between.
 CROP_FRACTIONS = (1.0, 0.9, 0.8, 0.7)
 # Coarse alignments refined per pair: the best coarse one is not always the true one (a
 # symmetric image matches its flip almost as well).
@@ -220,19 +221,37 @@ def band_pass(image: np.ndarray, sigma: float) -> np.ndarray:
     return image - cv2.GaussianBlur(image, (0, 0), sigma)
 
 
-def coarse_alignment(whole: np.ndarray, part: np.ndarray) -> Alignment:
-    """The crop window (of `CROP_FRACTIONS`) and offset where `part` best matches `whole`,
-    searched at COARSE resolution on band-passed pixels."""
-    scale = THUMB / COARSE
-    small_whole = band_pass(cv2.resize(whole, (COARSE, COARSE), interpolation=cv2.INTER_AREA), COARSE_SIGMA)
-    best = Alignment(-1.0, 1, 1, 0, 0)
+@dataclass(frozen=True)
+class Prepared:
+    """A thumbnail with what every comparison needs from it, computed once per image:
+    its band-passed COARSE image under each flip, and its band-passed COARSE templates
+    for each crop window (unflipped: flipping the other image is equivalent)."""
+
+    thumb: np.ndarray
+    wholes: tuple[np.ndarray, ...]
+    templates: tuple[tuple[float, float, np.ndarray], ...]
+
+
+def prepare(thumb: np.ndarray) -> Prepared:
+    small = band_pass(cv2.resize(thumb, (COARSE, COARSE), interpolation=cv2.INTER_AREA), COARSE_SIGMA)
+    templates = []
     for fx in CROP_FRACTIONS:
         for fy in CROP_FRACTIONS:
             w, h = round(COARSE * fx), round(COARSE * fy)
-            template = band_pass(cv2.resize(part, (w, h), interpolation=cv2.INTER_AREA), COARSE_SIGMA)
-            _, score, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(small_whole, template, cv2.TM_CCOEFF_NORMED))
-            if score > best.score:
-                best = Alignment(float(score), w / COARSE, h / COARSE, x * scale, y * scale)
+            templates.append((w / COARSE, h / COARSE,
+                              band_pass(cv2.resize(thumb, (w, h), interpolation=cv2.INTER_AREA), COARSE_SIGMA)))
+    return Prepared(thumb, tuple(_flipped(small, f) for f in FLIPS.values()), tuple(templates))
+
+
+def coarse_alignment(whole: np.ndarray, templates: tuple[tuple[float, float, np.ndarray], ...]) -> Alignment:
+    """The crop window (of `CROP_FRACTIONS`) and offset where a part, given by its
+    `Prepared.templates`, best matches `whole` (band-passed, COARSE pixels)."""
+    scale = THUMB / COARSE
+    best = Alignment(-1.0, 1, 1, 0, 0)
+    for fx, fy, template in templates:
+        _, score, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(whole, template, cv2.TM_CCOEFF_NORMED))
+        if score > best.score:
+            best = Alignment(float(score), fx, fy, x * scale, y * scale)
     return best
 
 
@@ -261,17 +280,19 @@ def fine_score(whole: np.ndarray, part: np.ndarray, coarse: Alignment) -> float:
     return float((a * b).sum() / (np.sqrt((a * a).sum() * (b * b).sum()) + 1e-6))
 
 
-def near_duplicate_score(a: np.ndarray, b: np.ndarray) -> float:
+def near_duplicate_score(a: np.ndarray | Prepared, b: np.ndarray | Prepared) -> float:
     """How well one thumbnail is a flipped/cropped/rescaled/re-toned version of the other,
-    from -1 to 1. Coarse alignments are searched over every flip of b and crop window, in
-    both directions (either may be the crop); the `REFINED_ALIGNMENTS` best of those scoring
-    at least `COARSE_MIN_SCORE` are refined, and the best fine-detail correlation
+    from -1 to 1. Coarse alignments are searched over every flip and crop window, in both
+    directions (either may be the crop); the `REFINED_ALIGNMENTS` best of those scoring at
+    least `COARSE_MIN_SCORE` are refined, and the best fine-detail correlation
     (`fine_score`) is the score. A poor coarse match returns its coarse score."""
+    a = a if isinstance(a, Prepared) else prepare(a)
+    b = b if isinstance(b, Prepared) else prepare(b)
     coarse = []
-    for flip in FLIPS.values():
-        fb = _flipped(b, flip)
-        for whole, part in ((a, fb), (fb, a)):
-            coarse.append((coarse_alignment(whole, part), whole, part))
+    for k, flip in enumerate(FLIPS.values()):
+        # flipping the whole instead of the part: the same match, mirrored
+        for whole, part in ((a, b), (b, a)):
+            coarse.append((coarse_alignment(whole.wholes[k], part.templates), _flipped(whole.thumb, flip), part.thumb))
     coarse.sort(key=lambda c: -c[0].score)
     if coarse[0][0].score < COARSE_MIN_SCORE:
         return coarse[0][0].score
@@ -397,8 +418,9 @@ def find_duplicates(paths: list[Path], cache_dir: Path | None = None) -> Duplica
     thumbs = np.stack([prints[i].thumb for i in readable]) if readable else np.zeros((0, THUMB, THUMB), np.uint8)
     candidates = [(a, b) for a, b in candidate_pairs(candidate_features(thumbs), groups)
                   if (readable[a], readable[b]) not in exact_set]
+    prepared = {i: prepare(thumbs[i]) for i in sorted({i for pair in candidates for i in pair})}
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # cv2 releases the GIL
-        scores = list(pool.map(lambda c: near_duplicate_score(thumbs[c[0]], thumbs[c[1]]), candidates))
+        scores = list(pool.map(lambda c: near_duplicate_score(prepared[c[0]], prepared[c[1]]), candidates))
     near = [(readable[a], readable[b], round(score, 4))
             for (a, b), score in zip(candidates, scores) if score >= NEAR_DUPLICATE_MIN_SCORE]
     unreadable = [i for i, fp in enumerate(prints) if fp is None]
