@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
         index = build_index(data_cfg, splits=list(cfg.splits), cache_dir=cfg.paths.cache_dir)
     except (DatasetError, ValueError, FileExistsError) as exc:
         fail(exc)
-    summary = write_inspection(index, cfg.out)
+    summary = write_inspection(index, cfg.out, cache_dir=cfg.paths.cache_dir)
     for name, split in summary["splits"].items():
         print(
             f"{name}: {split['images']} images, {split['images_used']} used, "
@@ -35,7 +35,11 @@ def main(cfg: DictConfig) -> None:
             + (f", listed but not read {split['listing_problems']}" if split["listing_problems"] else "")
         )
     print(f"classes: {summary['classes']['class_names']} (dropped: {summary['classes']['dropped'] or 'none'})")
-    print(f"near-duplicate pairs across splits: {summary['leakage']['near_duplicate_pairs']}")
+    dups = summary["duplicates"]
+    print(f"Roboflow source groups shared across splits: {summary['leakage']['groups_shared_between_splits']}")
+    print(f"exact duplicates across splits: {dups['counts']['exact']}; "
+          f"confirmed near duplicates: {dups['counts']['near']} "
+          f"({dups['settings']['candidate_pairs_checked']} candidate pairs checked)")
     if "sources" in summary:
         print(f"YOLO-empty but COCO-annotated: {summary['sources']['yolo_empty_coco_annotated']}")
         if summary["sources"]["rename_suggestions"]:

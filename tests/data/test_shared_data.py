@@ -76,7 +76,8 @@ def test_inspector_on_the_real_data(real_index, tmp_path):
     assert saved["classes"]["dropped"] == {"humerus fracture": 3}
     assert saved["sources"]["yolo_empty_coco_annotated"] == {"train": 459, "valid": 0}
     assert saved["leakage"]["groups_shared_between_splits"]["train-valid"] > 0
-    assert "train-valid" in saved["leakage"]["near_duplicate_pairs"]
+    assert set(saved["duplicates"]["counts"]["near"]) == {"train-valid"}
+    assert all(e["splits"] == ["train", "valid"] and "score" in e for e in saved["duplicates"]["near"])
     report = (tmp_path / "report.md").read_text()
     assert "Suggested fix" in report and "humerus" in report
     assert summary["splits"]["valid"]["images"] == 348

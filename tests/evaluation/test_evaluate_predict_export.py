@@ -62,6 +62,9 @@ def test_evaluate_locks_the_threshold_on_valid_and_applies_it_to_test(trained_ru
     assert test["critical_errors"]["unknown_pairs"] == [["nope", "no finding"]]
     report = (trained_run / "eval" / "test" / "report.md").read_text()
     assert "95% CI" in report and "![confusion matrix](confusion_matrix.png)" in report
+    assert "Evaluated split: **test** of" in report and "Leakage across test and train:" in report
+    assert set(test["leakage"]) == {"groups", "duplicates"}
+    assert test["leakage"]["duplicates"]["counts"]["exact"] == {"test-train": 0}  # index order: split, then train
     json.loads((trained_run / "eval" / "test" / "metrics.json").read_text())  # strict JSON, no NaN
 
 

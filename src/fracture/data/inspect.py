@@ -13,8 +13,9 @@ import numpy as np
 
 from fracture.data.accounting import data_accounting, format_accounting
 from fracture.data.crosscheck import merge_agreement, rename_suggestions
+from fracture.data.duplicates import duplicate_report
 from fracture.data.index import DatasetIndex
-from fracture.data.leakage import leakage_report
+from fracture.data.leakage import augmentation_groups
 from fracture.data.records import LISTING_PROBLEMS
 from fracture.runs import write_json, write_text
 
@@ -22,12 +23,15 @@ GRID_COLUMNS = 4
 GRID_CELL = 256
 
 
-def summarize(index: DatasetIndex) -> dict:
+def summarize(index: DatasetIndex, cache_dir: str | Path | None = None) -> dict:
     """Everything the inspector reports, as a JSON-ready dict.
 
     Keys: `dataset`, `classes` (kept, dropped, class_names, histograms), `splits.<name>`
     (images, empty_labels, boxes, dropped_lines, ...), `accounting` (what was left out and
-    why, as training and evaluation print it), `leakage` and, when a split has both
+    why, as training and evaluation print it), `leakage` (Roboflow source groups per split
+    and shared between splits), `duplicates` (cross-split exact and near-duplicate pairs,
+    `fracture.data.duplicates.duplicate_report`; thumbnails cached under `cache_dir`) and,
+    when a split has both
     YOLO labels and a COCO file, `sources` (per-split disagreements and the name-agreement
     matrix over matched boxes).
     """
@@ -60,7 +64,8 @@ def summarize(index: DatasetIndex) -> dict:
         "splits": splits,
     }
     summary["accounting"] = data_accounting(index)
-    summary["leakage"] = index_leakage(index)
+    leakage = index_leakage(index, cache_dir)
+    summary["leakage"], summary["duplicates"] = leakage["groups"], leakage["duplicates"]
     checks = {n: s.report.crosscheck for n, s in index.splits.items() if s.report.crosscheck}
     if checks:
         agreement = merge_agreement([c["name_agreement"] for c in checks.values()])
@@ -76,16 +81,13 @@ def summarize(index: DatasetIndex) -> dict:
     return summary
 
 
-def index_leakage(index: DatasetIndex) -> dict:
-    """Leakage report (shared Roboflow groups, near-duplicates) across the indexed splits."""
-    ok_records = {
-        name: [r for r in s.records if r.probe.ok and r.probe.phash is not None]
-        for name, s in index.splits.items()
+def index_leakage(index: DatasetIndex, cache_dir: str | Path | None = None) -> dict:
+    """Leakage across the indexed splits: `groups` (shared Roboflow source groups) and
+    `duplicates` (exact and confirmed near-duplicate pairs), over every decodable image."""
+    files = {
+        name: [str(r.image_path) for r in s.records if r.probe.ok] for name, s in index.splits.items()
     }
-    return leakage_report(
-        {n: [str(r.image_path) for r in rs] for n, rs in ok_records.items()},
-        {n: [r.probe.phash for r in rs] for n, rs in ok_records.items()},
-    )
+    return {"groups": augmentation_groups(files), "duplicates": duplicate_report(files, cache_dir)}
 
 
 def _suggest(agreement: dict[str, dict[str, int]]) -> dict[str, str]:
@@ -188,24 +190,7 @@ def render_report(summary: dict, grid_name: str | None) -> str:
             out.append(f"- {name}: listed but not read, {LISTING_PROBLEMS.get(reason, reason)}: {count}")
             out += [f"  - `{e}`" for e in s["listing_problem_examples"].get(reason, [])]
     out += ["", "## Leakage", ""]
-    leak = summary["leakage"]
-    for split, g in leak["per_split"].items():
-        out.append(f"- {split}: {g['files']} files from {g['groups']} Roboflow source groups")
-    for pair, n in leak["groups_shared_between_splits"].items():
-        out.append(f"- source groups shared by {pair}: **{n}**")
-    for pair, n in leak["near_duplicate_pairs"].items():
-        out.append(
-            f"- near-duplicate image pairs {pair} (pHash distance <= {leak['near_duplicate_threshold_bits']}): **{n}**"
-        )
-        for ex in leak["near_duplicate_examples"][pair][:10]:
-            out.append(f"  - {ex}")
-    for split, n in leak["near_duplicate_pairs_within_split"].items():
-        out.append(f"- near-duplicate pairs within {split}: {n}")
-    if any(leak["near_duplicate_pairs"].values()) or any(leak["groups_shared_between_splits"].values()):
-        out.append("")
-        out.append(
-            "**Caveat:** splits share source images or near duplicates; metrics on them are optimistic."
-        )
+    out += leakage_lines(summary["leakage"], summary["duplicates"])
     if "sources" in summary:
         src = summary["sources"]
         out += ["", "## YOLO vs COCO cross-check", ""]
@@ -235,6 +220,30 @@ def render_report(summary: dict, grid_name: str | None) -> str:
     if grid_name:
         out += ["", "## Samples", "", f"![samples]({grid_name})"]
     return "\n".join(out) + "\n"
+
+
+def leakage_lines(groups: dict, duplicates: dict, listed: int = 10) -> list[str]:
+    """Markdown lines for shared Roboflow groups and cross-split exact/near duplicates."""
+    out = []
+    for split, g in groups["per_split"].items():
+        out.append(f"- {split}: {g['files']} files from {g['groups']} Roboflow source groups")
+    for pair, n in groups["groups_shared_between_splits"].items():
+        out.append(f"- source groups shared by {pair}: **{n}**")
+    min_score = duplicates["settings"]["near_duplicate_min_score"]
+    for kind, words in (("exact", "exact duplicates (same decoded pixels)"),
+                        ("near", f"confirmed near duplicates (score >= {min_score})")):
+        for pair, n in duplicates["counts"][kind].items():
+            out.append(f"- {words} across {pair}: **{n}**")
+        for e in duplicates[kind][:listed]:
+            score = f" (score {e['score']})" if "score" in e else ""
+            out.append(f"  - `{e['paths'][0]}` ~ `{e['paths'][1]}`{score}")
+    for split, n in duplicates["within_split"].items():
+        out.append(f"- within {split}: {n['exact']} exact and {n['near']} near-duplicate pairs")
+    if duplicates["unreadable"]:
+        out.append(f"- not compared (could not be decoded): {len(duplicates['unreadable'])}")
+    if any(groups["groups_shared_between_splits"].values()) or duplicates["exact"] or duplicates["near"]:
+        out += ["", "**Caveat:** splits share source images or duplicates; metrics on them are optimistic."]
+    return out
 
 
 def render_grid(index: DatasetIndex, split: str, count: int = 16, seed: int = 0) -> np.ndarray:
@@ -272,11 +281,13 @@ def render_grid(index: DatasetIndex, split: str, count: int = 16, seed: int = 0)
     return np.vstack(rows)
 
 
-def write_inspection(index: DatasetIndex, out_dir: str | Path, grid_split: str | None = None) -> dict:
+def write_inspection(
+    index: DatasetIndex, out_dir: str | Path, grid_split: str | None = None, cache_dir: str | Path | None = None
+) -> dict:
     """Write `summary.json`, `report.md` and `samples_<split>.png` into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(index)
+    summary = summarize(index, cache_dir)
     grid_split = grid_split or next(iter(index.splits))
     grid_name = f"samples_{grid_split}.png"
     cv2.imwrite(str(out_dir / grid_name), render_grid(index, grid_split))

@@ -89,26 +89,35 @@ def detection_section(d: dict) -> list[str]:
     return parts
 
 
+def leakage_paragraph(result: dict) -> list[str]:
+    """Which split was evaluated (and where it was read from), and what it shares with train:
+    Roboflow source groups, exact duplicates and confirmed near duplicates."""
+    source = result.get("split_source") or {}
+    where = f" (data.yaml: `{source['declared_as']}`, images `{source['images']}`)" if source else ""
+    parts = [f"Evaluated split: **{result['split']}** of `{result['data_root']}`{where}."]
+    leak = result.get("leakage")
+    if leak is None:
+        return parts + ["Leakage: not checked (this is the train split)."]
+    if leak.get("error"):
+        return parts + [f"Leakage: {leak['error']}"]
+    shared = sum(leak["groups"]["groups_shared_between_splits"].values())
+    exact = len(leak["duplicates"]["exact"])
+    near = len(leak["duplicates"]["near"])
+    line = (f"Leakage across {result['split']} and train: {shared} shared Roboflow source group(s), "
+            f"{exact} exact-duplicate pair(s), {near} confirmed near-duplicate pair(s) "
+            "(see metrics.json `leakage`).")
+    if shared or exact or near:
+        return parts + [f"> **Leakage caveat.** {line} Figures below are likely **optimistic**."]
+    return parts + [line]
+
+
 def render_report(result: dict, class_names, preds, worst_cases: int) -> str:
     c = result["classification"]
     parts = [
         f"# Evaluation: {result['split']} split",
         f"Run `{result['run']}`, data `{result['data_root']}`, {result['images']} images.",
     ]
-    leak = result.get("leakage")
-    if leak and not leak.get("error"):
-        shared_total = sum(leak["groups_shared_between_splits"].values())
-        near_total = sum(leak["near_duplicate_pairs"].values())
-        if shared_total or near_total:
-            parts.append(
-                f"> **Leakage caveat.** This split shares {shared_total} Roboflow source group(s) and "
-                f"{near_total} near-duplicate pair(s) with train (see metrics.json `leakage`). "
-                "Figures below are likely **optimistic**."
-            )
-        else:
-            parts.append("No shared Roboflow groups or near-duplicates with train were found.")
-    elif leak and leak.get("error"):
-        parts.append(f"Leakage: {leak['error']}")
+    parts += leakage_paragraph(result)
     parts += ["## Headline", markdown_table(["metric", "value", "95% CI (Wilson)"], headline_rows(result))]
     undefined = undefined_lines(result)
     if undefined:

@@ -166,7 +166,7 @@ def evaluate_run(
     with_train = split != run.data.train_split
     try:
         index = index_splits(run, [split, run.data.train_split] if with_train else [split], cache_dir)
-        leakage = index_leakage(index) if with_train else None
+        leakage = index_leakage(index, cache_dir) if with_train else None
     except Exception as exc:  # noqa: BLE001 - without a readable train split only the caveat is lost
         index, leakage = index_splits(run, [split], cache_dir), {"error": f"leakage check skipped: {exc}"}
     accounting = data_accounting(index, splits=[split])
@@ -178,7 +178,9 @@ def evaluate_run(
     y_true, y_pred, probs = preds.y_true, preds.y_pred, preds.probs
     confidence = probs.max(axis=1)
 
+    split_paths = index.layout.split(split)
     result: dict = {"run": str(run.run_dir), "split": split, "data_root": run.data.root, "images": len(samples),
+                    "split_source": {"declared_as": split_paths.declared_as, "images": str(split_paths.images_dir)},
                     "data": accounting}
     result["classification"] = M.classification_report(y_true, y_pred, names)
     result["auc"] = M.one_vs_rest_auc(y_true, probs, names)
