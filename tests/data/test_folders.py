@@ -1,7 +1,6 @@
 """Folder-per-class datasets (data=folders): both layouts, csv splits, the "no finding"
 folder, box files, and bad input counted and named, never dropped silently."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -23,9 +22,6 @@ ALL_SPLITS = ["train", "valid", "test"]
 FRACATLAS = FolderSpec(
     layout="classes", positive="Fractured", negative="Non_fractured", split_csv=True, boxes=True,
     per_split={"train": (12, 8), "valid": (4, 3), "test": (4, 3)},
-)
-GROUPED_SPLIT_READY = all(
-    importlib.util.find_spec(m) for m in ("fracture.data.splitting", "fracture.data.duplicates")
 )
 
 
@@ -185,50 +181,39 @@ def test_a_saved_mapping_leaves_an_unknown_class_folder_out(s1, tmp_path):
     assert valid.images_only_dropped_classes == 1 and valid.images_used == 7 and valid.accounted() == 8
 
 
-@pytest.mark.skipif(not GROUPED_SPLIT_READY, reason="fracture.data.splitting / duplicates not merged yet (branch wt-dups)")
 def test_unsplit_folders_get_a_seeded_stratified_duplicate_aware_split(fracatlas, tmp_path):
     shutil.rmtree(fracatlas / "Utilities")
     original = fracatlas / "images" / "Fractured" / "train_Fractured_0000.jpg"
-    shutil.copy(original, original.with_name("copy_of_0000.jpg"))
+    shutil.copy(original, original.with_name("copy_of_0000.jpg"))  # an exact duplicate, other name
     cfg = fracatlas_config(fracatlas, split_csv=None, split_seed=3)
     index = build_index(cfg, splits=ALL_SPLITS, cache_dir=tmp_path / "cache")
-    where = {s.image_path.split("/")[-1]: split for split in ALL_SPLITS for s in index.split(split).samples}
-    assert len(where) == 35  # every image in exactly one split
+    where = {}
+    for split in ALL_SPLITS:
+        for sample in index.split(split).samples:
+            assert sample.image_path.split("/")[-1] not in where  # in exactly one split
+            where[sample.image_path.split("/")[-1]] = split
+    assert len(where) == 35
     assert where["copy_of_0000.jpg"] == where["train_Fractured_0000.jpg"]
-    train = index.split("train").report.samples_per_class
-    assert train["Fractured"] > train["Non_fractured"] > 0  # stratified: both classes in train
+    # Stratified: 21 fractured and 14 not, each split near its share of each class.
+    per_class = {s: dict(index.split(s).report.samples_per_class) for s in ALL_SPLITS}
+    assert per_class["train"] == {"Fractured": 15, "Non_fractured": 10}, per_class
+    assert all(per_class[s]["Fractured"] >= 2 and per_class[s]["Non_fractured"] >= 2 for s in ("valid", "test"))
+    assert index.layout.split("test").declared_as.startswith("grouped split (seed 3")
     again = build_index(cfg, splits=ALL_SPLITS, cache_dir=tmp_path / "cache")
     assert [s.image_path for s in again.split("test").samples] == [s.image_path for s in index.split("test").samples]
+    other_seed = build_index(fracatlas_config(fracatlas, split_csv=None, split_seed=4), splits=["test"], cache_dir=tmp_path / "cache")
+    assert {s.image_path for s in other_seed.split("test").samples} != {s.image_path for s in index.split("test").samples}
 
 
-def test_unsplit_folders_follow_the_grouped_assignment_they_are_given(fracatlas, monkeypatch):
-    """The reader's side of the grouped split, with stand-ins for wt-dups' functions: what
-    it passes them (paths, class labels, canonical fractions, the split seed), and that
-    each image lands in the split it is assigned; a split given no share is missing."""
-    import types
-
+def test_a_split_given_no_share_is_missing_and_bad_fractions_are_refused(fracatlas, tmp_path):
     shutil.rmtree(fracatlas / "Utilities")
-    calls = {}
-
-    def duplicate_groups(paths, cache_dir=None):
-        calls["paths"] = paths
-        return [i // 2 for i in range(len(paths))]  # pairs of neighbours are "duplicates"
-
-    def grouped_split(groups, labels, fractions, seed):
-        calls.update(labels=labels, fractions=fractions, seed=seed)
-        return ["train" if g % 3 else "val" for g in groups]
-
-    monkeypatch.setitem(sys.modules, "fracture.data.duplicates", types.SimpleNamespace(duplicate_groups=duplicate_groups))
-    monkeypatch.setitem(sys.modules, "fracture.data.splitting", types.SimpleNamespace(grouped_split=grouped_split))
-    cfg = fracatlas_config(fracatlas, split_csv=None, split_seed=5, split_fractions={"train": 0.8, "val": 0.2, "test": 0})
-    index = build_index(cfg, splits=["train", "valid"])
-    assert (calls["fractions"], calls["seed"]) == ({"train": 0.8, "valid": 0.2, "test": 0}, 5)
-    assert sorted(set(calls["labels"])) == ["Fractured", "Non_fractured"] and len(calls["paths"]) == 34
-    valid = {s.image_path for s in index.split("valid").samples}
-    expected = {str(p) for i, p in enumerate(calls["paths"]) if (i // 2) % 3 == 0}
-    assert valid == expected and len(index.split("train").samples) == 34 - len(expected)
+    cfg = fracatlas_config(fracatlas, split_csv=None, split_fractions={"train": 0.8, "val": 0.2, "test": 0})
+    index = build_index(cfg, splits=["train", "val"], cache_dir=tmp_path / "cache")
+    assert sum(index.split(s).report.images_found for s in ("train", "valid")) == 34
     with pytest.raises(DatasetError, match="'test'.*no share"):
         index.layout.split("test")
+    with pytest.raises(ValueError, match="sum to 1"):
+        fracatlas_config(fracatlas, split_fractions={"train": 0.8, "valid": 0.3})
 
 
 def test_folders_config_composes_and_refuses_unknown_keys(s1):

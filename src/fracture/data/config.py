@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fracture.data.layout import DatasetError
+from fracture.data.layout import DatasetError, canonical_split
 from fracture.env import DATA_ROOT_VAR
 
 FORMATS = ("yolo", "folders")  # which reader reads the dataset (fracture.data.index.reader_for)
@@ -88,9 +88,10 @@ class DataConfig:
             raise ValueError(f"data.max_boxes={self.max_boxes}; expected at least 1.")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
-        self.split_fractions = dict(self.split_fractions)
-        if any(v < 0 for v in self.split_fractions.values()) or sum(self.split_fractions.values()) <= 0:
-            raise ValueError(f"data.split_fractions={self.split_fractions}; expected fractions >= 0 with a positive sum.")
+        self.split_fractions = {canonical_split(k): float(v) for k, v in dict(self.split_fractions).items()}
+        fractions = self.split_fractions.values()
+        if any(v < 0 for v in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError(f"data.split_fractions={self.split_fractions}; expected fractions >= 0 that sum to 1.")
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> "DataConfig":

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from fracture.data import images as image_probe
 from fracture.data.config import DataConfig
+from fracture.data.duplicates import duplicate_groups
 from fracture.data.labels import DroppedLine, LabelObject, read_label_file
 from fracture.data.layout import (
     SPLIT_ALIASES,
@@ -47,7 +48,6 @@ from fracture.data.layout import (
     DatasetError,
     DatasetLayout,
     SplitPaths,
-    canonical_split,
 )
 from fracture.data.records import (
     AMBIGUOUS_NAME,
@@ -60,6 +60,7 @@ from fracture.data.records import (
     SplitReport,
     example,
 )
+from fracture.data.splitting import grouped_split
 
 BOX_ON_NEGATIVE = "box_on_no_finding_image"
 FOLDER_SOURCE = "folder"
@@ -147,20 +148,13 @@ def csv_split(images: list[FolderImage], rows: list[tuple[int, str]], csv_path: 
     return FolderSplit(chosen, problems)
 
 
-def grouped_assignment(images: list[FolderImage], cfg: DataConfig, cache_dir: str | Path | None) -> list[str]:
-    """The split of every image: seeded, stratified by class folder, and keeping each group
-    of duplicates (exact and confirmed near) in one split, so no image leaks across."""
-    from fracture.data.duplicates import duplicate_groups
-    from fracture.data.splitting import grouped_split
-
-    paths = [image.path for image in images]
-    groups = duplicate_groups(paths, cache_dir=Path(cache_dir) if cache_dir else None)
-    return grouped_split(
-        groups=groups,
-        labels=[image.class_name for image in images],
-        fractions={canonical_split(k): v for k, v in cfg.split_fractions.items()},
-        seed=cfg.split_seed,
-    )
+def grouped_assignment(images: list[FolderImage], cfg: DataConfig, cache_dir: str | Path | None) -> dict[str, list[FolderImage]]:
+    """Split name -> its images: seeded, stratified by class folder, and keeping each group
+    of duplicates (same Roboflow source, identical pixels, confirmed near duplicates) in
+    one split, so no image leaks across. An undecodable image is its own group (and is
+    counted as a bad image when its split is read)."""
+    groups = duplicate_groups([image.path for image in images], cache_dir=Path(cache_dir) if cache_dir else None)
+    return grouped_split(images, [image.class_name for image in images], groups, cfg.split_fractions, cfg.split_seed)
 
 
 class FolderReader:
@@ -255,17 +249,14 @@ class FolderReader:
         return None
 
     def _grouped_splits(self) -> dict[str, FolderSplit]:
-        images = self._all_class_images()
-        assignment = grouped_assignment(images, self.cfg, self.cache_dir)
+        assigned = grouped_assignment(self._all_class_images(), self.cfg, self.cache_dir)
         out = {}
-        fractions = {canonical_split(k): v for k, v in self.cfg.split_fractions.items()}
         for split in SPLITS:
-            chosen = [image for image, s in zip(images, assignment) if SPLIT_ALIASES.get(s, s) == split]
-            if not fractions.get(split):
+            if not self.cfg.split_fractions.get(split):
                 self.layout.missing[split] = f"data.split_fractions gives it no share ({self.cfg.split_fractions})"
                 continue
-            out[split] = FolderSplit(chosen, [])
-            self._describe(split, self.base, f"grouped split (seed {self.cfg.split_seed}, {fractions})")
+            out[split] = FolderSplit(assigned[split], [])
+            self._describe(split, self.base, f"grouped split (seed {self.cfg.split_seed}, {self.cfg.split_fractions})")
         return out
 
     def _describe(self, split: str, folder: Path, declared_as: str) -> None:
