@@ -52,13 +52,13 @@ def test_s1_multiregion_runs_a_few_batches_per_compared_model(tmp_path, model):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="measured 632 s on 2 busy CPU cores (EfficientNet-B4 traced for features, training and "
-                         "evaluation): over the suite's budget; remove this mark to run it (-k s2)")
 def test_s2_hbfmid_like_runs_a_few_batches_on_a_yolo_export(tmp_path):
+    """The frozen phase only: tracing EfficientNet-B4's training graph for the fine-tuning
+    phase as well took 632 s on 2 busy cores (the phase switch itself is tested elsewhere)."""
     cfg = compose_cfg("config", [
         "experiment=s2_hbfmid_like", "data=synthetic", f"data.root={tmp_path / 'syn'}", "data.synthetic.per_class=4",
         "data.synthetic.min_side=64", "data.synthetic.max_side=80", "data.synthetic.rare_per_split=0", "data.min_instances=1",
-        "data.image_size=64", "trainer.epochs=2", "trainer.freeze_epochs=1", *FEW_BATCHES, *paths(tmp_path),
+        "data.image_size=64", "trainer.epochs=1", "trainer.freeze_epochs=1", *FEW_BATCHES, *paths(tmp_path),
     ])
     assert cfg.model.attention_gate and cfg.model.loss.classification == "hybrid"
     result = train(cfg, tmp_path / "run")
