@@ -13,16 +13,14 @@ import pytest
 from conftest import compose_cfg
 from fracture.training.trainer import train
 
-# The experiments read data=folders, resnet18 and mobilenet_v3_small; generated YOLO-layout
-# data and small_cnn keep the test fast (and it runs before data=folders is merged).
+# The experiments read data=folders (S0's own layout: <class>/* with no splits, so the
+# seeded, duplicate-aware split is made), resnet18 and mobilenet_v3_small; small_cnn keeps
+# the test fast.
 TINY = [
-    "data=synthetic",
+    "data.images_dir=images",
     "model.backbone=small_cnn",
     "model.weights=null",
     "model.box_hidden_units=16",
-    "data.synthetic.per_class=8",
-    "data.synthetic.min_side=64",
-    "data.synthetic.max_side=96",
     "data.image_size=48",
     "data.batch_size=8",
     "trainer.max_train_batches=3",
@@ -33,8 +31,18 @@ TINY = [
 ]
 
 
+def s0_dataset(tmp):
+    """Binary `images/<fractured|not fractured>/*`, no split folders (written once per tmp)."""
+    from fracture.data.synthetic import FolderSpec, generate_folders
+
+    root = tmp / "s0_data"
+    if not root.is_dir():
+        generate_folders(root, FolderSpec(layout="classes", side=64, per_split={"all": (24, 24)}))
+    return root
+
+
 def tiny_cfg(tmp, experiment, *overrides):
-    paths = [f"data.root={tmp / 'synthetic'}", f"paths.log_dir={tmp / 'logs'}", f"paths.cache_dir={tmp / 'cache'}"]
+    paths = [f"data.root={s0_dataset(tmp)}", f"paths.log_dir={tmp / 'logs'}", f"paths.cache_dir={tmp / 'cache'}"]
     return compose_cfg("config", [f"experiment={experiment}", *paths, *TINY, *overrides])
 
 
