@@ -16,6 +16,7 @@ inference, decoding included (`latency_ms`, median of `LATENCY_RUNS`).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,9 +160,14 @@ def export_tflite(saved_model: Path, out_dir: Path, variant: str) -> Path:
 
 
 def load_tflite(path: Path):
-    """`predict(images) -> outputs` of a TFLite export (one image at a time: its input shape)."""
+    """`predict(images) -> outputs` of a TFLite export (one image at a time: its input shape).
+
+    The interpreter gets every core (`num_threads`): left unset, its XNNPACK delegate runs
+    one thread, while ONNX Runtime and TensorFlow use all cores by default, and latencies
+    across formats are only comparable on the same cores."""
     interpreter_class, _ = tflite_runtime()
-    runner = interpreter_class(model_path=str(path)).get_signature_runner("serving_default")
+    interpreter = interpreter_class(model_path=str(path), num_threads=os.cpu_count() or 1)
+    runner = interpreter.get_signature_runner("serving_default")
 
     def predict(images):
         outputs = [runner(images=image[None]) for image in images]
