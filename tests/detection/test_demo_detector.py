@@ -39,6 +39,11 @@ def test_demo_detector_reaches_map50_of_one_half_on_its_valid_split(detector_run
     assert list(saved["froc"]) == ["0.125", "0.25", "0.5", "1", "2", "4", "8"]
     report = (detector_run / "eval" / "valid" / "report.md").read_text()
     assert "## Detection" in report and "froc.png" in report
+    from fracture.evaluation.report import headline_rows
+
+    headline = {name: value for name, value, _ in headline_rows(result)}  # what evaluate.py prints
+    assert headline["detection mAP50 / mAP50-95 (every box, pycocotools)"].startswith(f"{d['map50']:.3f} / ")
+    assert "top box per image: AP50 / AP50:95 (pycocotools)" in headline
     for name in ("detection_pr.png", "froc.png"):
         assert (detector_run / "eval" / "valid" / name).stat().st_size > 0
 

@@ -64,10 +64,20 @@ def headline_rows(result: dict) -> list[list[str]]:
             ["screening PPV / NPV", f"{_pct(s['ppv']['value'])} / {_pct(s['npv']['value'])}",
              f"{_ci(s['ppv']['ci95'])} / {_ci(s['npv']['ci95'])}"],
         ]
+    d = result.get("detection")
+    if d:
+        # A detector is judged by every box: these come first, and the one-box rows below say
+        # that they score only each image's top box (otherwise the two AP50s are confused).
+        rows += [
+            ["detection mAP50 / mAP50-95 (every box, pycocotools)", f"{_num(d['map50'])} / {_num(d['map50_95'])}", ""],
+            ["one-class 'fracture' AP50 (bootstrap CI)", _num(d["one_class_ap50"]), _num_ci(d["one_class_ap50_ci"])],
+            ["sensitivity at 1 FP/image (bootstrap CI)", _pct(d["sens_at_1fp"]), _ci(d["sens_at_1fp_ci"])],
+        ]
+    which = "top box per image: " if d else "box "
     rows += [
-        [f"box mean IoU ({b['positives']} positives)", _num(b["mean_iou"]), ""],
-        ["boxes with IoU >= 0.5", _pct(b["iou_at_least_0_5"]), ""],
-        ["box AP50 / AP50:95 (pycocotools)", f"{_num(b['ap50'])} / {_num(b['ap50_95'])}", ""],
+        [f"{which}mean IoU ({b['positives']} positives)", _num(b["mean_iou"]), ""],
+        [f"{which}share with IoU >= 0.5" if d else "boxes with IoU >= 0.5", _pct(b["iou_at_least_0_5"]), ""],
+        [f"{which}AP50 / AP50:95 (pycocotools)", f"{_num(b['ap50'])} / {_num(b['ap50_95'])}", ""],
     ]
     return rows
 
@@ -77,7 +87,7 @@ def detection_section(d: dict) -> list[str]:
     parts = ["## Detection (every box, original image frame)", markdown_table(["metric", "value", "95% CI (bootstrap)"], [
         ["mAP50 (pycocotools)", _num(d["map50"]), ""],
         ["mAP50-95 (pycocotools)", _num(d["map50_95"]), ""],
-        ["one-class 'fracture' AP50", _num(d["one_class_ap50"]), _num_ci(d["one_class_ap50_ci"])],
+        ["one-class 'fracture' AP50 (bootstrap CI)", _num(d["one_class_ap50"]), _num_ci(d["one_class_ap50_ci"])],
         ["sensitivity at 1 FP/image", _pct(d["sens_at_1fp"]), _ci(d["sens_at_1fp_ci"])],
         ["images / true boxes / detections", f"{d['images']} / {d['true_boxes']} / {d['detections']}", ""],
     ])]
