@@ -68,27 +68,30 @@ def headline_rows(result: dict) -> list[list[str]]:
     if d:
         # A detector is judged by every box: these come first, and the one-box rows below say
         # that they score only each image's top box (otherwise the two AP50s are confused).
-        rows += [
-            ["detection mAP50 / mAP50-95 (every box, pycocotools)", f"{_num(d['map50'])} / {_num(d['map50_95'])}", ""],
-            ["one-class 'fracture' AP50 (bootstrap CI)", _num(d["one_class_ap50"]), _num_ci(d["one_class_ap50_ci"])],
-            ["sensitivity at 1 FP/image (bootstrap CI)", _pct(d["sens_at_1fp"]), _ci(d["sens_at_1fp_ci"])],
-        ]
-    which = "top box per image: " if d else "box "
+        rows += detection_rows(d)
+    which = "top box per image" if d else "box"
     rows += [
-        [f"{which}mean IoU ({b['positives']} positives)", _num(b["mean_iou"]), ""],
-        [f"{which}share with IoU >= 0.5" if d else "boxes with IoU >= 0.5", _pct(b["iou_at_least_0_5"]), ""],
-        [f"{which}AP50 / AP50:95 (pycocotools)", f"{_num(b['ap50'])} / {_num(b['ap50_95'])}", ""],
+        [f"{which}: mean IoU ({b['positives']} positives)", _num(b["mean_iou"]), ""],
+        [f"{which}: share with IoU >= 0.5", _pct(b["iou_at_least_0_5"]), ""],
+        [f"{which}: AP50 / AP50:95 (pycocotools)", f"{_num(b['ap50'])} / {_num(b['ap50_95'])}", ""],
     ]
     return rows
 
 
+def detection_rows(d: dict) -> list[list[str]]:
+    """The detector's figures, in the headline and its own section (the CIs say they are
+    bootstrapped: the headline's other CIs are Wilson intervals)."""
+    return [
+        ["detection mAP50 / mAP50-95 (every box, pycocotools)", f"{_num(d['map50'])} / {_num(d['map50_95'])}", ""],
+        ["one-class 'fracture' AP50 (bootstrap CI)", _num(d["one_class_ap50"]), _num_ci(d["one_class_ap50_ci"])],
+        ["sensitivity at 1 FP/image (bootstrap CI)", _pct(d["sens_at_1fp"]), _ci(d["sens_at_1fp_ci"])],
+    ]
+
+
 def detection_section(d: dict) -> list[str]:
     """The detector's section: mAP, per-class AP50 with CIs, one-class AP50, FROC, conventions."""
-    parts = ["## Detection (every box, original image frame)", markdown_table(["metric", "value", "95% CI (bootstrap)"], [
-        ["mAP50 (pycocotools)", _num(d["map50"]), ""],
-        ["mAP50-95 (pycocotools)", _num(d["map50_95"]), ""],
-        ["one-class 'fracture' AP50 (bootstrap CI)", _num(d["one_class_ap50"]), _num_ci(d["one_class_ap50_ci"])],
-        ["sensitivity at 1 FP/image", _pct(d["sens_at_1fp"]), _ci(d["sens_at_1fp_ci"])],
+    parts = ["## Detection (every box, original image frame)", markdown_table(["metric", "value", "95% CI"], [
+        *detection_rows(d),
         ["images / true boxes / detections", f"{d['images']} / {d['true_boxes']} / {d['detections']}", ""],
     ])]
     rows = [[name, v["n_boxes"], _num(v["ap50"]), _num_ci(v["ci"])] for name, v in d["per_class"].items()]
