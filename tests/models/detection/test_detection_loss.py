@@ -12,6 +12,10 @@ from fracture.models.detection import (
     build_detection_losses,
     num_locations,
 )
+from fracture.models.detection.anchors import anchor_points
+from fracture.models.detection.assigner import assign
+from fracture.models.detection.config import AssignerConfig, DetectionLossConfig
+from fracture.models.detection.loss import quality_focal_loss
 from fracture.models.losses import LossConfig
 
 SIZE, K = 64, 3
@@ -94,3 +98,40 @@ def test_a_tiny_detector_overfits_two_images_with_compile_and_fit():
     history = fm.model.fit(images, targets, batch_size=2, epochs=40, verbose=0).history
     first, last = history["detections_loss"][0], history["detections_loss"][-1]
     assert last < 0.5 * first, (first, last)
+
+
+def _dense_with_boxes_shrunk(shrink: float, class_probability: float) -> np.ndarray:
+    """One image whose every location predicts the first true box of `truth()`, each ltrb
+    distance scaled by `shrink` about its own point (shrink 0.5: a box of half the width and
+    height inside the true one, IoU 0.25), and the box's class at `class_probability` on the
+    assigned (positive) locations, background elsewhere."""
+    anchors = anchor_points(SIZE, (8, 16, 32))
+    points, box = anchors.points, truth()[0, 0, :4]
+    positive = np.asarray(assign(truth()[:1, :1], anchors, SIZE, AssignerConfig()).positive)[0] > 0
+    ltrb = np.concatenate([points - box[:2], box[2:] - points], axis=-1) * shrink
+    logits = np.full((len(points), K), -10.0, np.float32)
+    logits[positive, 0] = np.log(class_probability / (1.0 - class_probability))
+    return np.concatenate([ltrb, np.zeros((len(points), 1)), logits], axis=-1)[None].astype(np.float32)
+
+
+@pytest.mark.parametrize("class_loss, best", [("focal", 0.95), ("quality_focal", 0.25)])
+def test_quality_focal_targets_the_box_iou_where_focal_targets_one(class_loss, best):
+    """Boxes at IoU 0.25: quality focal loss is lowest when the class score says 0.25, focal
+    loss when it says "certain" - the point of quality_focal is that poor boxes score low."""
+    loss = DetectionLoss(SIZE, terms={"class_loss": class_loss})
+    one_box = truth()[:1, :1]
+    class_term = {p: float(loss.components(one_box, _dense_with_boxes_shrunk(0.5, p))["class"][0]) for p in (0.25, 0.95)}
+    assert min(class_term, key=class_term.get) == best, class_term
+
+
+def test_quality_focal_loss_is_zero_where_the_probability_equals_the_soft_target():
+    targets = np.array([0.0, 0.25, 0.8, 1.0], np.float32)
+    logits = np.log(np.clip(targets, 1e-7, 1 - 1e-7) / np.clip(1.0 - targets, 1e-7, 1.0))
+    assert np.allclose(quality_focal_loss(targets, logits, 2.0), 0.0, atol=1e-6)
+    for shift in (-1.0, 1.0):  # a soft target is missed from either side
+        assert np.all(np.asarray(quality_focal_loss(targets, logits + shift, 2.0))[1:3] > 1e-3)
+
+
+def test_unknown_class_loss_is_rejected_by_name():
+    with pytest.raises(ValueError, match="class_loss"):
+        DetectionLossConfig(class_loss="softmax")

@@ -7,7 +7,8 @@ model input frame, padding rows all -1 (M >= 1; an image without boxes is all pa
 
 Terms, each summed over the batch and divided by its number of positive locations (at
 least 1, so an all-background batch still gets a class loss > 0):
-  * class: sigmoid focal loss on every location's K class logits;
+  * class: sigmoid focal loss on every location's K class logits, with target 1 at a
+    positive's class ("focal") or that location's detached box IoU ("quality_focal");
   * box: 1 - GIoU (or CIoU) of the positives' decoded boxes with their matched boxes;
   * quality: BCE of the quality logit against the (stop-gradient) IoU of the positives.
 `call` returns per-image values scaled so Keras' mean over the batch is that total.
@@ -44,6 +45,12 @@ def sigmoid_focal_loss(targets, logits, gamma: float, alpha: float):
     p_t = targets * probabilities + (1.0 - targets) * (1.0 - probabilities)
     alpha_t = targets * alpha + (1.0 - targets) * (1.0 - alpha)
     return alpha_t * ops.power(1.0 - p_t, gamma) * cross_entropy
+
+
+def quality_focal_loss(targets, logits, beta: float):
+    """Element-wise quality focal loss (Li et al. 2020, GFL) from logits: BCE against a soft
+    target (the IoU at a positive, 0 elsewhere), modulated by |target - p|^beta."""
+    return ops.power(ops.abs(targets - ops.sigmoid(logits)), beta) * bce_with_logits(targets, logits)
 
 
 def _as(cls, value):
@@ -83,22 +90,27 @@ class DetectionLoss(keras.losses.Loss):
         pred_boxes = distances_to_boxes(ops.convert_to_tensor(self.anchors.points), distances)
         terms = self.terms
         return {
-            "class": terms.class_weight * scale * self._class_term(target, class_logits),
+            "class": terms.class_weight * scale * self._class_term(target, pred_boxes, class_logits),
             "box": terms.box_weight * scale * self._box_term(target, pred_boxes),
             "quality": terms.quality_weight * scale * self._quality_term(target, pred_boxes, quality_logits),
         }
 
-    def _class_term(self, target: Assignment, class_logits):
+    def _class_term(self, target: Assignment, pred_boxes, class_logits):
         one_hot = ops.one_hot(target.classes, ops.shape(class_logits)[-1]) * target.positive[..., None]
-        focal = sigmoid_focal_loss(one_hot, class_logits, self.terms.focal_gamma, self.terms.focal_alpha)
-        return ops.sum(focal, axis=(1, 2))
+        terms = self.terms
+        if terms.class_loss == "quality_focal":
+            soft = one_hot * _detached_iou(pred_boxes, target.boxes)[..., None]
+            per_logit = quality_focal_loss(soft, class_logits, terms.quality_focal_beta)
+        else:
+            per_logit = sigmoid_focal_loss(one_hot, class_logits, terms.focal_gamma, terms.focal_alpha)
+        return ops.sum(per_logit, axis=(1, 2))
 
     def _box_term(self, target: Assignment, pred_boxes):
         overlap = IOU_VARIANTS[self.terms.box](pred_boxes, target.boxes)
         return ops.sum(target.positive * (1.0 - overlap), axis=1)
 
     def _quality_term(self, target: Assignment, pred_boxes, quality_logits):
-        quality = ops.stop_gradient(ops.clip(iou(pred_boxes, target.boxes), 0.0, 1.0))
+        quality = _detached_iou(pred_boxes, target.boxes)
         return ops.sum(target.positive * bce_with_logits(quality, quality_logits), axis=1)
 
     def call(self, y_true, y_pred):
@@ -113,6 +125,11 @@ class DetectionLoss(keras.losses.Loss):
             "assigner": dataclasses.asdict(self.assigner),
             "terms": dataclasses.asdict(self.terms),
         }
+
+
+def _detached_iou(pred_boxes, matched_boxes):
+    """`(B, N)` IoU in [0, 1] as a target: no gradient flows into the boxes through it."""
+    return ops.stop_gradient(ops.clip(iou(pred_boxes, matched_boxes), 0.0, 1.0))
 
 
 def build_detection_losses(loss: LossConfig, detection: DetectionConfig, image_size: int, strides) -> tuple[dict, dict]:
