@@ -87,11 +87,13 @@ def test_wrong_image_size_is_an_error():
         DetectionLoss(SIZE)(truth(), dense)
 
 
-def test_a_tiny_detector_overfits_two_images_with_compile_and_fit():
+@pytest.mark.parametrize("assigner, class_loss", [("center_sampling", "focal"), ("task_aligned", "quality_focal")])
+def test_a_tiny_detector_overfits_two_images_with_compile_and_fit(assigner, class_loss):
     keras.utils.set_random_seed(1)
     fm = build_model(ModelConfig(**TINY), K, SIZE)
     images = np.random.default_rng(2).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
-    losses, weights = build_detection_losses(LossConfig(), DetectionConfig(), SIZE, (8, 16, 32))
+    detection = DetectionConfig(assigner=AssignerConfig(kind=assigner), loss=DetectionLossConfig(class_loss=class_loss))
+    losses, weights = build_detection_losses(LossConfig(), detection, SIZE, (8, 16, 32))
     assert set(losses) == {"class", "detections"} and set(weights) == {"class", "detections"}
     fm.model.compile(keras.optimizers.Adam(3e-3), loss=losses, loss_weights=weights)
     targets = {"class": np.eye(K, dtype="float32")[[0, 1]], "detections": truth()}

@@ -11,7 +11,7 @@ from fracture.models.detection.anchors import (
     feature_sizes,
     num_locations,
 )
-from fracture.models.detection.assigner import Assignment, assign
+from fracture.models.detection.assigner import Assignment, Predictions, assign
 from fracture.models.detection.config import (
     AssignerConfig,
     DecodeConfig,
@@ -50,6 +50,7 @@ __all__ = [
     "DetectionLoss",
     "DetectionLossConfig",
     "NeckSpec",
+    "Predictions",
     "anchor_points",
     "assign",
     "build_dense_heads",

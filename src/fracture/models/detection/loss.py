@@ -1,9 +1,10 @@
 """`DetectionLoss`: the dense head's loss, a plain Keras Loss on the "detections" output.
 
 A Keras Loss (not a custom train_step) so the generic trainer compiles the detector like any
-two-output model. Targets are assigned in-graph (`detection.assigner`) from padded ground
-truth, y_true `(B, M, 5)` rows `[x1, y1, x2, y2, class_id]`, boxes normalized xyxy in the
-model input frame, padding rows all -1 (M >= 1; an image without boxes is all padding).
+two-output model. Targets are assigned in-graph (`detection.assigner`; the task-aligned
+kind reads the detached predictions) from padded ground truth, y_true `(B, M, 5)` rows
+`[x1, y1, x2, y2, class_id]`, boxes normalized xyxy in the model input frame, padding rows
+all -1 (M >= 1; an image without boxes is all padding).
 
 Terms, each summed over the batch and divided by its number of positive locations (at
 least 1, so an all-background batch still gets a class loss > 0):
@@ -23,7 +24,7 @@ from keras import ops
 
 from fracture.models.box_ops import IOU_VARIANTS, iou
 from fracture.models.detection.anchors import anchor_points, check_locations
-from fracture.models.detection.assigner import Assignment, assign
+from fracture.models.detection.assigner import Assignment, Predictions, assign
 from fracture.models.detection.config import (
     AssignerConfig,
     DetectionConfig,
@@ -62,7 +63,7 @@ def _as(cls, value):
 
 @keras.saving.register_keras_serializable(package="fracture")
 class DetectionLoss(keras.losses.Loss):
-    """Focal class + GIoU/CIoU box + BCE quality loss with in-graph FCOS assignment.
+    """Focal class + GIoU/CIoU box + BCE quality loss with in-graph target assignment.
 
     Args:
         image_size: model input side (the anchor points depend on it).
@@ -84,10 +85,11 @@ class DetectionLoss(keras.losses.Loss):
         y_pred = ops.cast(y_pred, "float32")
         check_locations(y_pred.shape[1], self.image_size, self.strides)
         distances, quality_logits, class_logits = split_dense(y_pred)
-        target = assign(y_true, self.anchors, self.image_size, self.assigner)
+        pred_boxes = distances_to_boxes(ops.convert_to_tensor(self.anchors.points), distances)
+        current = Predictions(boxes=pred_boxes, class_scores=ops.sigmoid(class_logits))
+        target = assign(y_true, self.anchors, self.image_size, self.assigner, current)
         batch = ops.cast(ops.shape(y_pred)[0], "float32")
         scale = batch / ops.maximum(ops.sum(target.positive), 1.0)
-        pred_boxes = distances_to_boxes(ops.convert_to_tensor(self.anchors.points), distances)
         terms = self.terms
         return {
             "class": terms.class_weight * scale * self._class_term(target, pred_boxes, class_logits),
