@@ -90,18 +90,19 @@ class DetectionLoss(keras.losses.Loss):
         target = assign(y_true, self.anchors, self.image_size, self.assigner, current)
         batch = ops.cast(ops.shape(y_pred)[0], "float32")
         scale = batch / ops.maximum(ops.sum(target.positive), 1.0)
+        matched_iou = _detached_iou(pred_boxes, target.boxes)  # a target of the class and quality terms
         terms = self.terms
         return {
-            "class": terms.class_weight * scale * self._class_term(target, pred_boxes, class_logits),
+            "class": terms.class_weight * scale * self._class_term(target, matched_iou, class_logits),
             "box": terms.box_weight * scale * self._box_term(target, pred_boxes),
-            "quality": terms.quality_weight * scale * self._quality_term(target, pred_boxes, quality_logits),
+            "quality": terms.quality_weight * scale * self._quality_term(target, matched_iou, quality_logits),
         }
 
-    def _class_term(self, target: Assignment, pred_boxes, class_logits):
+    def _class_term(self, target: Assignment, matched_iou, class_logits):
         one_hot = ops.one_hot(target.classes, ops.shape(class_logits)[-1]) * target.positive[..., None]
         terms = self.terms
         if terms.class_loss == "quality_focal":
-            soft = one_hot * _detached_iou(pred_boxes, target.boxes)[..., None]
+            soft = one_hot * matched_iou[..., None]
             per_logit = quality_focal_loss(soft, class_logits, terms.quality_focal_beta)
         else:
             per_logit = sigmoid_focal_loss(one_hot, class_logits, terms.focal_gamma, terms.focal_alpha)
@@ -111,9 +112,8 @@ class DetectionLoss(keras.losses.Loss):
         overlap = IOU_VARIANTS[self.terms.box](pred_boxes, target.boxes)
         return ops.sum(target.positive * (1.0 - overlap), axis=1)
 
-    def _quality_term(self, target: Assignment, pred_boxes, quality_logits):
-        quality = _detached_iou(pred_boxes, target.boxes)
-        return ops.sum(target.positive * bce_with_logits(quality, quality_logits), axis=1)
+    def _quality_term(self, target: Assignment, matched_iou, quality_logits):
+        return ops.sum(target.positive * bce_with_logits(matched_iou, quality_logits), axis=1)
 
     def call(self, y_true, y_pred):
         parts = self.components(y_true, y_pred)
