@@ -37,6 +37,7 @@ class CallbacksConfig:
     tensorboard: dict = field(default_factory=lambda: {"enabled": True, "images": 4})
     terminate_on_nan: bool = True
     progress: str | int = "auto"
+    detection_map: bool = True
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -185,6 +186,67 @@ def dense_predictions(class_names: Sequence[str], image_size: int, strides):
     return predicted
 
 
+class ValidationDetectionMAP(keras.callbacks.Callback):
+    """Puts the valid split's COCO mAP50 and mAP50-95 into each epoch's logs (`val_map50`,
+    `val_map50_95`), so `callbacks.monitor=val_map50` can pick best.keras and stop early on
+    the detector's own figure of merit.
+
+    Why: the valid loss is a poor stand-in for it. Focal loss keeps rising on a detector
+    whose ranking still improves (all-frozen runs: val_loss best at epoch 3, mAP50 still
+    climbing after), and the joint loss also carries the image-level class head's loss.
+
+    The boxes are compared in the model's input frame (normalized xyxy times the input
+    size), not the original image's: cheaper, and for letterboxed inputs (a uniform scale
+    and a shift) every IoU, so every match, is the same. The decoding is evaluation's
+    (`model.detection.decode`: confidence 0.001, NMS IoU 0.7, 300 per image).
+    evaluate.py's report remains the figure of record. Choosing the epoch on valid makes
+    valid figures a little optimistic; a test split is untouched by it.
+
+    Args:
+        model: what `fit` trains: the end-to-end model, or the heads on cached features
+            (`val` then holds the cached features: the detections are the same).
+        val: the `fit` validation dataset, `(inputs, targets[, weights])` batches whose
+            targets hold the padded `detections` rows (xyxy normalized, class, -1 = pad).
+        detection_class_ids: the classes that have boxes ("no finding" left out).
+        decode: `DecodeConfig`; ignore_class: the "no finding" id (never a box), or None.
+    """
+
+    def __init__(self, model, val, image_size: int, strides, detection_class_ids, decode, ignore_class=None):
+        super().__init__()
+        self.target, self.val = model, val
+        self.image_size, self.strides = image_size, tuple(strides)
+        self.class_ids, self.decode, self.ignore_class = list(detection_class_ids), decode, ignore_class
+
+    def on_epoch_end(self, epoch, logs=None):
+        from fracture.evaluation.detection import coco_map
+
+        if logs is None:
+            return
+        started = time.perf_counter()
+        map50, map50_95, _ = coco_map(self.images(), self.class_ids)
+        logs["val_map50"], logs["val_map50_95"] = map50, map50_95
+        print(f"\nvalid mAP50 {map50:.4f}, mAP50-95 {map50_95:.4f} ({time.perf_counter() - started:.0f} s)")
+
+    def images(self) -> list:
+        """The valid split's truth and decoded detections, per image, in input pixels."""
+        from fracture.evaluation.detection import ImageEval
+        from fracture.models.detection import decode_detections
+
+        size, images = self.image_size, []
+        for batch in self.val:
+            rows = np.asarray(batch[1]["detections"])
+            dense = self.target.predict_on_batch(batch[0])["detections"]
+            boxes, scores, classes, valid = (np.asarray(t) for t in decode_detections(
+                dense, size, self.strides, self.decode.confidence, self.decode.iou, self.decode.max_detections, self.ignore_class
+            ))
+            for i, image_rows in enumerate(rows):
+                real = image_rows[:, 4] >= 0
+                n = int(valid[i])
+                images.append(ImageEval(size, size, image_rows[real, :4] * size, image_rows[real, 4].astype(int),
+                                        boxes[i, :n] * size, scores[i, :n], classes[i, :n]))
+        return images
+
+
 class AugmentationDrops(keras.callbacks.Callback):
     """Puts the boxes that train-time augmentation dropped this epoch (moved out of the image,
     or cut to a sliver) into the epoch's logs, so history.csv and TensorBoard say it.
@@ -205,9 +267,10 @@ class AugmentationDrops(keras.callbacks.Callback):
         self.dropped, self.seen = dropped, seen
 
 
-def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, augmenter=None) -> tuple[list, NaNGuard]:
+def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, val=None, augmenter=None) -> tuple[list, NaNGuard]:
     """One phase's callbacks, in the order they must run at an epoch's end: the learning
-    rate and the augmentation drops are logged before the checkpoint commits the epoch's row."""
+    rate, the augmentation drops and the detector's valid mAP (from `val`, the phase's
+    validation data) are logged before the checkpoint commits the epoch's row."""
     cfg: CallbacksConfig = session.settings.callbacks
     opt_cfg = session.settings.optimizer
     layout, fm = session.layout, session.fm
@@ -224,6 +287,8 @@ def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, 
                 mode=cfg.mode, min_lr=opt_cfg.min_learning_rate,
             )
         )
+    if cfg.detection_map and session.settings.model.box_head == "dense":
+        callbacks.append(_validation_map(session, fit_model, val))
     es = cfg.early_stopping
     monitor = Monitor(
         cfg.monitor, cfg.mode, int(es.get("patience", 8)) if es.get("enabled", True) else None, float(es.get("min_delta", 0.0))
@@ -259,6 +324,13 @@ def _panel(session: "Session", n: int) -> BoxPanel:
     real = rows[..., 4:5] >= 0
     captions = [", ".join(names[c] for c in s.box_classes) or names[s.class_id] for s in chosen]
     return BoxPanel(images, np.where(real, rows[..., :4], 0.0), captions)
+
+
+def _validation_map(session: "Session", fit_model: keras.Model, val) -> ValidationDetectionMAP:
+    model_cfg, negative = session.settings.model, session.classes.negative_id
+    decode = model_cfg.detection.decode  # evaluation's decoding, as evaluate.py reads it
+    class_ids = [c for c in range(session.classes.num_classes) if c != negative]
+    return ValidationDetectionMAP(fit_model, val, session.data.image_size, model_cfg.strides, class_ids, decode, negative)
 
 
 def _panel_predictions(session: "Session"):

@@ -381,7 +381,7 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
             optimizer=optimizer, loss=session.losses, loss_weights=session.loss_weights,
             metrics=metrics, weighted_metrics=weighted_metrics, jit_compile=settings.trainer.jit_compile,
         )
-    callbacks, nan_guard = cb.build_callbacks(phase, session, fit_model, data.augmenter)
+    callbacks, nan_guard = cb.build_callbacks(phase, session, fit_model, data.val, data.augmenter)
     print(
         f"Phase {phase.name}: epochs {phase.start + 1}-{phase.end}, backbone trainable={phase.trainable_layers}, "
         f"lr={phase.learning_rate:g}, augment={phase.augment}, trainable params={_count(fit_model.trainable_weights):,}"
