@@ -112,3 +112,15 @@ def test_warmup_cosine_schedule_shape_and_config_roundtrip():
     assert rates[5] == pytest.approx(1e-5, rel=0.05) and rates[6] == pytest.approx(1e-5)
     clone = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
     assert float(clone(37)) == pytest.approx(float(schedule(37)))
+
+
+def test_warmup_cosine_shortened_ends_at_its_floor_by_the_new_end_and_never_lengthens():
+    schedule = WarmupCosine(peak=1e-3, total_steps=100, warmup_steps=10, floor=1e-5)
+    assert not schedule.shorten_to(200) and schedule.total_steps == 100
+    assert schedule.shorten_to(40)
+    assert float(schedule(25)) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5), rel=1e-3)  # halfway from 10 to 40
+    assert float(schedule(40)) == pytest.approx(1e-5) and float(schedule(60)) == pytest.approx(1e-5)
+    assert float(schedule(5)) == pytest.approx(6e-4)  # warm-up untouched
+    assert schedule.shorten_to(3) and schedule.total_steps == 11  # never ends inside the warm-up
+    clone = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert clone.total_steps == 11 and float(clone(10)) == pytest.approx(float(schedule(10)))

@@ -6,12 +6,14 @@ import time
 import keras
 import numpy as np
 
+from fracture.models.schedules import WarmupCosine
 from fracture.training.callbacks import NaNGuard, TimeBudget, ValidationDetectionMAP
+from fracture.training.optim import current_learning_rate
 
 
-def _fit(callbacks, epochs=5, scale=1.0):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(1e-2), loss="mse")
+def _fit(callbacks, epochs=5, scale=1.0, learning_rate=1e-2, model=None):
+    model = model or keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse")
     x = np.ones((8, 3), "float32") * scale
     return model.fit(x, np.ones((8, 1), "float32"), epochs=epochs, batch_size=4, verbose=0, callbacks=callbacks)
 
@@ -21,6 +23,48 @@ def test_time_budget_stops_before_an_epoch_would_overrun():
     assert len(_fit([budget]).epoch) == 5 and not budget.stopped
     spent = TimeBudget(deadline=time.monotonic())
     assert len(_fit([spent]).epoch) == 1 and spent.stopped
+
+
+class _RateLog(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(current_learning_rate(self.model.optimizer))
+
+
+class _EpochClock(keras.callbacks.Callback):
+    """A fake clock on which every epoch lasts `seconds` (runs before TimeBudget reads it)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.now, self.seconds = 0.0, seconds
+
+    def __call__(self):
+        return self.now
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.now += self.seconds
+
+
+def test_time_budget_fits_a_cosine_schedule_to_the_epochs_that_fit():
+    # 10 planned epochs of 2 steps, 10 s each, 45 s of budget: 4 epochs fit
+    clock = _EpochClock(10.0)
+    schedule = WarmupCosine(peak=1e-2, total_steps=20, warmup_steps=2, floor=0.0)
+    rates, budget = _RateLog(), TimeBudget(deadline=45.0, clock=clock)
+    history = _fit([clock, budget, rates], epochs=10, learning_rate=schedule)
+    assert len(history.epoch) == 4 and budget.stopped
+    assert budget.shortened_to_epochs == 4 and schedule.total_steps == 8
+    # the last step (7 of 8) is near the floor; the 10-epoch plan was still near its peak there
+    assert rates.rates[-1] < 0.1 * 1e-2, rates.rates
+    assert float(WarmupCosine(peak=1e-2, total_steps=20, warmup_steps=2, floor=0.0)(7)) > 0.8 * 1e-2
+
+
+def test_time_budget_leaves_a_schedule_alone_when_every_epoch_fits():
+    schedule = WarmupCosine(peak=1e-2, total_steps=10, warmup_steps=2, floor=0.0)
+    budget = TimeBudget(deadline=time.monotonic() + 3600)
+    _fit([budget], epochs=5, learning_rate=schedule)
+    assert budget.shortened_to_epochs is None and schedule.total_steps == 10
 
 
 def test_nan_guard_stops_at_the_first_non_finite_loss():

@@ -17,6 +17,10 @@ from keras import ops
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from ~0 to `peak` over `warmup_steps`, then cosine decay to `floor`.
 
+    The length can be shortened while training (`shorten_to`): a time budget that cuts a
+    phase short should still end it at `floor`, not halfway down the cosine. The length is
+    therefore a variable that the compiled train step reads, not a traced constant.
+
     Args:
         peak: the learning rate reached at the end of warm-up.
         total_steps: steps of the whole phase (warm-up included).
@@ -29,11 +33,23 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = int(max(total_steps, 1))
         self.warmup_steps = int(min(max(warmup_steps, 0), self.total_steps - 1))
         self.floor = float(floor)
+        self._total = keras.Variable(float(self.total_steps), trainable=False, dtype="float32", name="schedule_total_steps")
+
+    def shorten_to(self, total_steps: int) -> bool:
+        """End the cosine after `total_steps` (never past the current end, never inside the
+        warm-up); returns whether the schedule changed."""
+        total = max(int(total_steps), self.warmup_steps + 1)
+        if total >= self.total_steps:
+            return False
+        self.total_steps = total
+        self._total.assign(float(total))
+        return True
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warm = self.peak * (step + 1.0) / max(self.warmup_steps, 1)
-        progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        decay_steps = ops.maximum(self._total - self.warmup_steps, 1.0)
+        progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
         cosine = self.floor + 0.5 * (self.peak - self.floor) * (1.0 + ops.cos(math.pi * progress))
         return ops.where(step < self.warmup_steps, warm, cosine)
 

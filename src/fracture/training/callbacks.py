@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 import keras
 import numpy as np
 
+from fracture.models.schedules import WarmupCosine
 from fracture.training.optim import current_learning_rate
 from fracture.training.resume import EpochCheckpoint, Monitor, Publisher
 
@@ -49,26 +50,53 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops after the epoch that would otherwise let the next one overrun `deadline`.
+    """Stops after the epoch that would otherwise let the next one overrun `deadline`, and
+    fits a cosine schedule to the epochs that remain.
+
+    Each epoch end judges the next epochs by the last one's duration. When fewer than the
+    phase's planned epochs fit, a `WarmupCosine` learning rate is shortened (never
+    lengthened) to end with the last epoch that fits: on a slower machine the phase then
+    still anneals to its floor, instead of stopping halfway down the cosine at a high rate.
+    (A resumed phase plans afresh, from the resumed run's own budget.)
 
     Args:
         deadline: `time.monotonic()` value by which training should be done.
+        first_epoch: the phase's first epoch (a resumed phase starts later): the schedule
+            counts steps from there.
+        clock: seconds, the same clock as `deadline` (tests pass a fake one).
     """
 
-    def __init__(self, deadline: float):
+    def __init__(self, deadline: float, first_epoch: int = 0, clock=time.monotonic):
         super().__init__()
-        self.deadline = deadline
+        self.deadline, self.first_epoch, self.clock = deadline, first_epoch, clock
         self.stopped = False
+        self.shortened_to_epochs: int | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.monotonic()
+        self._start = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps = batch + 1  # counted: a dataset of unknown length leaves params["steps"] None
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.monotonic()
-        if now + (now - self._start) > self.deadline:
+        now = self.clock()
+        epoch_seconds = now - self._start
+        fits = int((self.deadline - now) // epoch_seconds) if epoch_seconds > 0 else 0
+        if fits < 1:
             print(f"\nTime budget: stopping after epoch {epoch + 1} (the next epoch would overrun trainer.max_minutes).")
             self.stopped = True
             self.model.stop_training = True
+            return
+        self._fit_schedule(min(epoch + 1 + fits, self.params.get("epochs") or epoch + 1 + fits))
+
+    def _fit_schedule(self, last_epoch: int) -> None:
+        # Keras keeps a schedule in the optimizer's (private) `_learning_rate`; `learning_rate` is its value
+        schedule = getattr(self.model.optimizer, "_learning_rate", None)
+        if not isinstance(schedule, WarmupCosine):
+            return
+        if schedule.shorten_to((last_epoch - self.first_epoch) * self._steps):
+            self.shortened_to_epochs = last_epoch
+            print(f"\nTime budget: the learning rate now anneals by epoch {last_epoch} (the epochs that fit).")
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -306,7 +334,7 @@ def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, 
     if session.tracker is not None:  # logger=wandb: beside TensorBoard, not instead of it
         callbacks.append(session.tracker.callback())
     if session.deadline is not None:
-        callbacks.append(TimeBudget(session.deadline))
+        callbacks.append(TimeBudget(session.deadline, phase.start))
     return callbacks, nan_guard
 
 
