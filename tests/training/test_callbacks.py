@@ -11,8 +11,8 @@ from fracture.training.callbacks import NaNGuard, TimeBudget, ValidationDetectio
 from fracture.training.optim import current_learning_rate
 
 
-def _fit(callbacks, epochs=5, scale=1.0, learning_rate=1e-2, model=None):
-    model = model or keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+def _fit(callbacks, epochs=5, scale=1.0, learning_rate=1e-2):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse")
     x = np.ones((8, 3), "float32") * scale
     return model.fit(x, np.ones((8, 1), "float32"), epochs=epochs, batch_size=4, verbose=0, callbacks=callbacks)
@@ -82,7 +82,7 @@ class _DenseStub:
         from fracture.models.detection.anchors import anchor_points
 
         self.points = anchor_points(image_size, strides).points
-        self.num_classes, self.predicted = num_classes, predicted  # per image: [(box, class)]
+        self.num_classes, self.predicted = num_classes, predicted  # per image: [(box, class, class logit)]
 
     def predict_on_batch(self, x):
         dense = np.full((len(self.predicted), len(self.points), 5 + self.num_classes), -30.0, "float32")

@@ -86,6 +86,11 @@ class Matches:
     n_true: np.ndarray
 
 
+def detection_class_ids(num_classes: int, negative_id: int | None) -> list[int]:
+    """The classes that have boxes: every class but "no finding"."""
+    return [c for c in range(num_classes) if c != negative_id]
+
+
 def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in `a` `(N, 4)` with every box in `b` `(M, 4)`, xyxy."""
     a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
@@ -257,7 +262,7 @@ def coco_map(images: Sequence[ImageEval], class_ids: Sequence[int]) -> tuple[flo
 def detection_metrics(images: Sequence[ImageEval], class_names: Sequence[str], negative_id: int | None,
                       settings: DetectionEvalSettings = DetectionEvalSettings()) -> dict:
     """The `detection` block of metrics.json (keys: module docstring; NaN = null + reason)."""
-    class_ids = [c for c in range(len(class_names)) if c != negative_id]
+    class_ids = detection_class_ids(len(class_names), negative_id)
     n = len(images)
     map50, map50_95, coco_per_class = coco_map(images, class_ids)
     undefined: dict = {}

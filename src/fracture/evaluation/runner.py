@@ -232,7 +232,7 @@ def _detection(run: LoadedRun, preds: Predictions, sizes: dict, cfg: EvalConfig,
     settings = D.DetectionEvalSettings(cfg.bootstrap, 0, decode.confidence, decode.iou, decode.max_detections)
     names, negative = run.classes.class_names, run.classes.negative_id
     block = D.detection_metrics(images, names, negative, settings)
-    curves = {names[c]: D.pr_curve(D.matches(images, c)) for c in range(len(names)) if c != negative}
+    curves = {names[c]: D.pr_curve(D.matches(images, c)) for c in D.detection_class_ids(len(names), negative)}
     merged = D.matches(images, None)
     curves["one class"] = D.pr_curve(merged)
     ap50 = {**{n: v["ap50"] for n, v in block["per_class"].items()}, "one class": block["one_class_ap50"]}

@@ -30,10 +30,14 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, floor: float = 0.0):
         self.peak = float(peak)
-        self.total_steps = int(max(total_steps, 1))
-        self.warmup_steps = int(min(max(warmup_steps, 0), self.total_steps - 1))
+        total_steps = int(max(total_steps, 1))
+        self.warmup_steps = int(min(max(warmup_steps, 0), total_steps - 1))
         self.floor = float(floor)
-        self._total = keras.Variable(float(self.total_steps), trainable=False, dtype="float32", name="schedule_total_steps")
+        self._total = keras.Variable(float(total_steps), trainable=False, dtype="float32", name="schedule_total_steps")
+
+    @property
+    def total_steps(self) -> int:
+        return int(ops.convert_to_numpy(self._total))
 
     def shorten_to(self, total_steps: int) -> bool:
         """End the cosine after `total_steps` (never past the current end, never inside the
@@ -41,7 +45,6 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         total = max(int(total_steps), self.warmup_steps + 1)
         if total >= self.total_steps:
             return False
-        self.total_steps = total
         self._total.assign(float(total))
         return True
 

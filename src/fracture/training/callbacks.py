@@ -87,7 +87,7 @@ class TimeBudget(keras.callbacks.Callback):
             self.stopped = True
             self.model.stop_training = True
             return
-        self._fit_schedule(min(epoch + 1 + fits, self.params.get("epochs") or epoch + 1 + fits))
+        self._fit_schedule(epoch + 1 + fits)  # past the planned end: shorten_to leaves it
 
     def _fit_schedule(self, last_epoch: int) -> None:
         # Keras keeps a schedule in the optimizer's (private) `_learning_rate`; `learning_rate` is its value
@@ -356,9 +356,11 @@ def _panel(session: "Session", n: int) -> BoxPanel:
 
 
 def _validation_map(session: "Session", fit_model: keras.Model, val) -> ValidationDetectionMAP:
+    from fracture.evaluation.detection import detection_class_ids
+
     model_cfg, negative = session.settings.model, session.classes.negative_id
     decode = model_cfg.detection.decode  # evaluation's decoding, as evaluate.py reads it
-    class_ids = [c for c in range(session.classes.num_classes) if c != negative]
+    class_ids = detection_class_ids(session.classes.num_classes, negative)
     return ValidationDetectionMAP(fit_model, val, session.data.image_size, model_cfg.strides, class_ids, decode, negative)
 
 
