@@ -1,6 +1,7 @@
-"""Evaluate a run: python scripts/evaluate.py run=<run dir> [split=valid|test] [out=DIR] [data.root=DIR]
+"""Evaluate a run: python scripts/evaluate.py run=<run dir> [split=valid|test] [model_file=last.keras] [out=DIR] [data.root=DIR]
 
-Writes metrics.json, report.md, predictions.csv and figures to <run>/eval/<split>/.
+Writes metrics.json, report.md, predictions.csv and figures to <run>/eval/<split>/
+(<run>/eval/<split>.last/ for model_file=last.keras).
 """
 
 from pathlib import Path
@@ -20,19 +21,19 @@ def main(cfg: DictConfig) -> None:
     from fracture.data.layout import DatasetError
     from fracture.evaluation.report import headline_rows
     from fracture.evaluation.runner import EvalConfig, evaluate_run
-    from fracture.runs import RunError
+    from fracture.runs import RunError, RunLayout
 
     try:
         result = evaluate_run(
             cfg.run, cfg.split, cfg.out, typed(EvalConfig, cfg.eval, "eval"),
-            OmegaConf.to_container(cfg.data, resolve=True), cfg.paths.cache_dir,
+            OmegaConf.to_container(cfg.data, resolve=True), cfg.paths.cache_dir, cfg.model_file,
         )
     except (DatasetError, RunError, FileNotFoundError, ValueError) as exc:
         fail(exc)
     print(f"{result['split']}: {result['images']} images")
     for name, value, ci in headline_rows(result):
         print(f"  {name}: {value} {('(95% CI ' + ci + ')') if ci else ''}")
-    out = Path(cfg.out) if cfg.out else Path(cfg.run) / "eval" / cfg.split
+    out = Path(cfg.out) if cfg.out else RunLayout(cfg.run).eval_dir(cfg.split, cfg.model_file)
     print(f"report: {out / 'report.md'}")
 
 

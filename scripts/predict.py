@@ -1,4 +1,4 @@
-"""Predict: python scripts/predict.py run=<run dir> input=<image|folder> [out=DIR]
+"""Predict: python scripts/predict.py run=<run dir> input=<image|folder> [model_file=last.keras] [out=DIR]
 
 One image: predictions.json; a folder: predictions.csv (with a progress bar). Overlay PNGs
 show the box, class and probability. Files that cannot be decoded are skipped and listed.
@@ -22,11 +22,11 @@ def main(cfg: DictConfig) -> None:
     from fracture.runs import RunError, load_run
 
     try:
-        run = load_run(cfg.run)
+        run = load_run(cfg.run, model_file=cfg.model_file)
         files, folder = list_inputs(cfg.input)
     except (RunError, FileNotFoundError, ValueError) as exc:
         fail(exc)
-    out = Path(cfg.out) if cfg.out else run.layout.predictions_dir(output_name(cfg.input))
+    out = Path(cfg.out) if cfg.out else run.layout.predictions_dir(output_name(cfg.input), run.model_file)
     screening = screening_for(run, cfg.threshold, cfg.box_confidence)
     print(f"screening threshold: {screening.threshold if screening.threshold is not None else 'none'} ({screening.source})")
     result = predict_files(run, files, out / "overlays" if cfg.overlays else None, cfg.batch_size, screening)

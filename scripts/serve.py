@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
         run = load_run(cfg.run, model_file=cfg.model_file)
     except (RunError, ValueError) as exc:
         fail(exc)
-    app = create_app(run, settings, model_file=cfg.model_file)
+    app = create_app(run, settings)
     print(f"serving {run.run_dir} ({cfg.model_file}) at http://{settings.host}:{settings.port}/  (Ctrl-C stops)")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=cfg.log_level)
 

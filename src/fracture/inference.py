@@ -37,13 +37,14 @@ class Screening:
 
 
 def screening_for(run, override: float | None = None, box_confidence: float = 0.25) -> Screening:
-    """The threshold evaluate.py locked on valid (`screening_threshold.json`), unless overridden;
-    `box_confidence` is a detector's box operating point (see `Screening`)."""
+    """The threshold evaluate.py locked on valid for the run's model file
+    (`screening_threshold.json` for best.keras), unless overridden; `box_confidence` is a
+    detector's box operating point (see `Screening`)."""
     import json
 
     if override is not None:
         return Screening(float(override), f"threshold={override} given on the command line", box_confidence)
-    path = run.layout.screening_threshold
+    path = run.screening_threshold
     if path.is_file():
         locked = json.loads(path.read_text())
         return Screening(

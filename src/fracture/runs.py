@@ -13,7 +13,11 @@ Layout (`RunLayout`), under `<paths.log_dir>/<task_name>/<time>/`:
     tensorboard/       scalars and validation images
     eval/<split>/      evaluate.py output
     predictions/<name>/  predict.py output
-    export/            export.py output
+    export/            export.py output (of best.keras)
+
+The threshold, eval and predictions files above belong to best.keras. Another model file
+(`model_file=last.keras`, stem "last") gets its own: screening_threshold.last.json,
+eval/<split>.last/, predictions/<name>.last/, so its figures never mix with best.keras's.
 
 `run.json` status lifecycle: `running` -> `finished` | `failed` | `interrupted`. A run that
 is `failed` or `interrupted` can be resumed by rerunning the same command.
@@ -46,6 +50,12 @@ if TYPE_CHECKING:  # keras/TF load lazily: the contract's paths are needed witho
 
 RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 STATUSES = (RUNNING, FINISHED, FAILED, INTERRUPTED)
+BEST_MODEL = "best.keras"  # what evaluate, predict, serve and export read unless told `model_file`
+
+
+def _model_suffix(model_file: str) -> str:
+    """"" for best.keras (the files' historical names), else "." + the file's stem."""
+    return "" if model_file == BEST_MODEL else "." + Path(model_file).stem
 
 
 class RunError(Exception):
@@ -75,7 +85,7 @@ class RunLayout:
 
     @property
     def best_model(self) -> Path:
-        return self.root / "best.keras"
+        return self.root / BEST_MODEL
 
     @property
     def last_model(self) -> Path:
@@ -95,7 +105,11 @@ class RunLayout:
 
     @property
     def screening_threshold(self) -> Path:
-        return self.root / "screening_threshold.json"
+        return self.screening_threshold_of(BEST_MODEL)
+
+    def screening_threshold_of(self, model_file: str) -> Path:
+        """The threshold locked on valid for `model_file`: each model file gets its own."""
+        return self.root / f"screening_threshold{_model_suffix(model_file)}.json"
 
     @property
     def tensorboard(self) -> Path:
@@ -105,11 +119,11 @@ class RunLayout:
     def export(self) -> Path:
         return self.root / "export"
 
-    def eval_dir(self, split: str) -> Path:
-        return self.root / "eval" / split
+    def eval_dir(self, split: str, model_file: str = BEST_MODEL) -> Path:
+        return self.root / "eval" / f"{split}{_model_suffix(model_file)}"
 
-    def predictions_dir(self, name: str) -> Path:
-        return self.root / "predictions" / name
+    def predictions_dir(self, name: str, model_file: str = BEST_MODEL) -> Path:
+        return self.root / "predictions" / f"{name}{_model_suffix(model_file)}"
 
 
 def new_run_dir(log_dir: str | Path, task_name: str, now: datetime | None = None) -> Path:
@@ -316,10 +330,16 @@ class LoadedRun:
     classes: "ClassMapping"
     data: "DataConfig"
     model_config: dict = field(default_factory=dict)  # the run's `model` section, resolved
+    model_file: str = BEST_MODEL  # which of the run's model files `model` is
 
     @property
     def run_dir(self) -> Path:
         return self.layout.root
+
+    @property
+    def screening_threshold(self) -> Path:
+        """Where evaluate.py locks (and predict/serve read) this model file's threshold."""
+        return self.layout.screening_threshold_of(self.model_file)
 
     @property
     def is_detector(self) -> bool:
@@ -334,16 +354,22 @@ DATA_OVERRIDABLE = (
 )
 
 
-def load_run(run_dir: str | Path, data_override: dict | None = None, model_file: str = "best.keras") -> LoadedRun:
+def load_run(run_dir: str | Path, data_override: dict | None = None, model_file: str = BEST_MODEL) -> LoadedRun:
     """The run's model, class mapping and data config.
 
     Args:
         data_override: `DATA_OVERRIDABLE` keys replacing the run's; None values keep the run's.
+        model_file: a `.keras` file in the run folder: best.keras, or last.keras (the model
+            after the last completed epoch).
 
     Raises:
         RunError: the folder is not a run folder, or its model file is unusable.
-        ValueError: an override key that does not exist or may not change, naming the valid keys.
+        ValueError: an override key that does not exist or may not change, naming the valid keys;
+            a model_file that is not a `.keras` file name (paths are refused: the run's
+            config, classes and locked threshold only describe its own models).
     """
+    if Path(model_file).name != model_file or not model_file.endswith(".keras"):
+        raise ValueError(f"model_file={model_file!r}: name a .keras file in the run folder (best.keras or last.keras)")
     override = {k: v for k, v in (data_override or {}).items() if v is not None}
     refused = sorted(set(override) - set(DATA_OVERRIDABLE))
     if refused:
@@ -366,4 +392,5 @@ def load_run(run_dir: str | Path, data_override: dict | None = None, model_file:
     data = {**run_cfg["data"], **override}
     data.pop("synthetic", None)  # generated at training time; evaluation only reads it
     model = load_model_file(layout.root / model_file)
-    return LoadedRun(layout, model, ClassMapping.load(layout.classes), DataConfig.from_mapping(data), run_cfg.get("model", {}))
+    return LoadedRun(layout, model, ClassMapping.load(layout.classes), DataConfig.from_mapping(data), run_cfg.get("model", {}),
+                     model_file)

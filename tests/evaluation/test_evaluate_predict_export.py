@@ -68,6 +68,38 @@ def test_evaluate_locks_the_threshold_on_valid_and_applies_it_to_test(trained_ru
     json.loads((trained_run / "eval" / "test" / "metrics.json").read_text())  # strict JSON, no NaN
 
 
+def test_last_keras_is_evaluated_with_its_own_threshold_and_folder(trained_run, tmp_path):
+    """model_file=last.keras scores that model, locks its own threshold and leaves best.keras's
+    files alone. last.keras is made to differ from best.keras (its "no finding" logit pushed
+    up), so a run that quietly scored best.keras would show best.keras's figures."""
+    from fracture.runs import load_model_file, save_model
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval", "predictions", "export"))
+    best = evaluate_run(run, "valid", cfg=EvalConfig(gradcam_random=0, gradcam_worst_boxes=0))
+    best_threshold = (run / "screening_threshold.json").read_bytes()
+    model = load_model_file(run / "best.keras")
+    logits = model.get_layer("heads").get_layer("class_logits")
+    kernel, bias = logits.get_weights()
+    bias[load_run(run).classes.negative_id] += 4.0
+    logits.set_weights([kernel, bias])
+    save_model(model, run / "last.keras")
+
+    last = evaluate_run(run, "valid", cfg=EvalConfig(gradcam_random=0, gradcam_worst_boxes=0), model_file="last.keras")
+    assert (run / "screening_threshold.json").read_bytes() == best_threshold
+    locked = json.loads((run / "screening_threshold.last.json").read_text())
+    assert locked["model_file"] == "last.keras" and last["screening"]["threshold"] == locked["threshold"]
+    assert locked["threshold"] != json.loads(best_threshold)["threshold"]
+    assert last["model_file"] == "last.keras" and best["model_file"] == "best.keras"
+    rows = list(csv.DictReader((run / "eval" / "valid.last" / "predictions.csv").open()))
+    assert sum(r["predicted_class"] == "no finding" for r in rows) > sum(
+        r["predicted_class"] == "no finding" for r in csv.DictReader((run / "eval" / "valid" / "predictions.csv").open()))
+    assert "(last.keras)" in (run / "eval" / "valid.last" / "report.md").read_text()
+    for bad in ("../best.keras", "best.h5"):
+        with pytest.raises(ValueError, match="name a .keras file in the run folder"):
+            load_run(run, model_file=bad)
+
+
 def _training_time_box_iou(run_dir, split):
     from fracture.data.pipeline import make_dataset
     from fracture.evaluation.runner import split_samples

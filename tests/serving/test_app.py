@@ -41,6 +41,7 @@ def test_health_ready_and_model_info(client, served_run):
     assert info["screening"]["threshold"] == locked["threshold"] and "valid" in info["screening"]["source"]
     assert info["weights"]["status"] == "finished" and info["weights"]["backbone"] == "small_cnn"
     assert info["exports"] == []
+    assert info["model_file"] == "best.keras"
 
 
 def test_predict_equals_predict_files_raw_and_multipart(client, served_run, tmp_path):

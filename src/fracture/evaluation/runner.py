@@ -2,7 +2,9 @@
 
 The run's own class mapping (classes.json) is applied to the split, so labels are remapped
 exactly as in training; the screening threshold is chosen on the *valid* split, saved in
-the run (`screening_threshold.json`) and applied unchanged to any other split.
+the run (`screening_threshold.json`) and applied unchanged to any other split. best.keras
+is evaluated unless `model_file` names another of the run's models (last.keras); that one
+gets its own threshold and output folder (`fracture.runs.RunLayout`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fracture.evaluation import figures
 from fracture.evaluation import metrics as M
 from fracture.evaluation.boxes import ImageBoxes, box_metrics
 from fracture.evaluation.report import render_report
-from fracture.runs import LoadedRun, load_run, write_csv, write_json, write_text
+from fracture.runs import BEST_MODEL, LoadedRun, load_run, write_csv, write_json, write_text
 
 
 @dataclass
@@ -129,7 +131,7 @@ def split_samples(run: LoadedRun, split: str, cache_dir) -> tuple[list, dict]:
 def screening_threshold(run: LoadedRun, split: str, preds: Predictions, target: float, cache_dir, batch_size) -> dict:
     """Load the run's locked threshold, or choose it on valid (predicting valid if needed)."""
     negative = run.classes.negative_id
-    path = run.layout.screening_threshold
+    path = run.screening_threshold
     if path.is_file():
         saved = json.loads(path.read_text())
         if math.isclose(saved["target_sensitivity"], target):
@@ -144,6 +146,7 @@ def screening_threshold(run: LoadedRun, split: str, preds: Predictions, target: 
         "chosen_on": valid_split,
         "valid_sensitivity": M.screening_metrics(scores, positive, threshold)["sensitivity"]["value"],
         "score": "1 - p(no finding)",
+        "model_file": run.model_file,
     }
     write_json(path, locked)
     return locked
@@ -156,11 +159,13 @@ def evaluate_run(
     cfg: EvalConfig | None = None,
     data_override: dict | None = None,
     cache_dir: str | Path | None = None,
+    model_file: str = BEST_MODEL,
 ) -> dict:
-    """Evaluate and write everything to `out` (default `<run>/eval/<split>/`); returns metrics."""
+    """Evaluate and write everything to `out` (default `<run>/eval/<split>/` for best.keras,
+    `<run>/eval/<split>.<stem>/` for another model file); returns metrics."""
     cfg = cfg or EvalConfig()
-    run = load_run(run_dir, data_override)
-    out = Path(out) if out else run.layout.eval_dir(split)
+    run = load_run(run_dir, data_override, model_file)
+    out = Path(out) if out else run.layout.eval_dir(split, model_file)
     out.mkdir(parents=True, exist_ok=True)
     # one index for the split and, for the leakage check, train (probes are cached per file)
     with_train = split != run.data.train_split
@@ -179,7 +184,7 @@ def evaluate_run(
     confidence = probs.max(axis=1)
 
     split_paths = index.layout.split(split)
-    result: dict = {"run": str(run.run_dir), "split": split, "data_root": run.data.root, "images": len(samples),
+    result: dict = {"run": str(run.run_dir), "model_file": model_file, "split": split, "data_root": run.data.root, "images": len(samples),
                     "split_source": {"declared_as": split_paths.declared_as, "images": str(split_paths.images_dir)},
                     "data": accounting}
     result["classification"] = M.classification_report(y_true, y_pred, names)

@@ -49,11 +49,11 @@ def export_formats(export_dir: Path) -> list[str]:
     return found
 
 
-def model_info(run, screening: Screening, settings: ServeSettings, model_file: str = "best.keras") -> dict:
+def model_info(run, screening: Screening, settings: ServeSettings) -> dict:
     info = read_run_info(run.run_dir)
     return {
         "run": str(run.run_dir),
-        "model_file": model_file,
+        "model_file": run.model_file,
         "classes": list(run.classes.class_names),
         "negative_class": None if run.classes.negative_id is None else run.classes.class_names[run.classes.negative_id],
         "input": {"size": run.data.image_size, "resize": run.data.resize, "channels": 3},
@@ -121,8 +121,7 @@ def _png_base64(image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def create_app(run, settings: ServeSettings | None = None, screening: Screening | None = None,
-               model_file: str = "best.keras") -> FastAPI:
+def create_app(run, settings: ServeSettings | None = None, screening: Screening | None = None) -> FastAPI:
     """The app for a loaded run (`fracture.runs.load_run`: the model is loaded in safe mode).
 
     The model is warmed up on every batch shape in the batcher's thread when the app starts;
@@ -145,7 +144,7 @@ def create_app(run, settings: ServeSettings | None = None, screening: Screening 
     app = FastAPI(title="fracture", description="Bone-fracture model server (research tool, not a medical device)",
                   lifespan=lifespan)
     app.state.batcher, app.state.run, app.state.settings = batcher, run, settings
-    info = model_info(run, screening, settings, model_file)
+    info = model_info(run, screening, settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(UploadError)
