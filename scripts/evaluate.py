@@ -20,8 +20,8 @@ def main(cfg: DictConfig) -> None:
     from fracture.config import typed
     from fracture.data.layout import DatasetError
     from fracture.evaluation.report import headline_rows
-    from fracture.evaluation.runner import EvalConfig, evaluate_run
-    from fracture.runs import RunError, RunLayout
+    from fracture.evaluation.runner import EvalConfig, evaluate_run, output_dir
+    from fracture.runs import RunError
 
     try:
         result = evaluate_run(
@@ -33,8 +33,7 @@ def main(cfg: DictConfig) -> None:
     print(f"{result['split']}: {result['images']} images")
     for name, value, ci in headline_rows(result):
         print(f"  {name}: {value} {('(95% CI ' + ci + ')') if ci else ''}")
-    out = Path(cfg.out) if cfg.out else RunLayout(cfg.run).eval_dir(cfg.split, cfg.model_file)
-    print(f"report: {out / 'report.md'}")
+    print(f"report: {output_dir(cfg.run, cfg.split, cfg.out, cfg.model_file) / 'report.md'}")
 
 
 if __name__ == "__main__":

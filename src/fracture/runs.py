@@ -103,10 +103,6 @@ class RunLayout:
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 
-    @property
-    def screening_threshold(self) -> Path:
-        return self.screening_threshold_of(BEST_MODEL)
-
     def screening_threshold_of(self, model_file: str) -> Path:
         """The threshold locked on valid for `model_file`: each model file gets its own."""
         return self.root / f"screening_threshold{_model_suffix(model_file)}.json"

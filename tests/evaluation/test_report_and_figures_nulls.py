@@ -31,7 +31,7 @@ def one_class_result():
     y_pred = probs.argmax(axis=1)
     boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.6, 0.6]])
     result = {
-        "run": "run", "split": "valid", "data_root": "data", "images": 2,
+        "run": "run", "model_file": "best.keras", "split": "valid", "data_root": "data", "images": 2,
         "classification": m.classification_report(y_true, y_pred, NAMES),
         "auc": m.one_vs_rest_auc(y_true, probs, NAMES),
         "calibration": m.expected_calibration_error(probs.max(axis=1), y_true == y_pred),

@@ -37,7 +37,7 @@ def test_health_ready_and_model_info(client, served_run):
     assert info["input"] == {"size": 48, "resize": served_run.data.resize, "channels": 3}
     import json
 
-    locked = json.loads(served_run.layout.screening_threshold.read_text())
+    locked = json.loads(served_run.screening_threshold.read_text())
     assert info["screening"]["threshold"] == locked["threshold"] and "valid" in info["screening"]["source"]
     assert info["weights"]["status"] == "finished" and info["weights"]["backbone"] == "small_cnn"
     assert info["exports"] == []

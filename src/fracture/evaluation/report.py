@@ -128,7 +128,7 @@ def render_report(result: dict, class_names, preds, worst_cases: int) -> str:
     c = result["classification"]
     parts = [
         f"# Evaluation: {result['split']} split",
-        f"Run `{result['run']}` ({result.get('model_file', 'best.keras')}), data `{result['data_root']}`, {result['images']} images.",
+        f"Run `{result['run']}` ({result['model_file']}), data `{result['data_root']}`, {result['images']} images.",
     ]
     parts += leakage_paragraph(result)
     parts += ["## Headline", markdown_table(["metric", "value", "95% CI (Wilson)"], headline_rows(result))]

@@ -22,7 +22,7 @@ from fracture.evaluation import figures
 from fracture.evaluation import metrics as M
 from fracture.evaluation.boxes import ImageBoxes, box_metrics
 from fracture.evaluation.report import render_report
-from fracture.runs import BEST_MODEL, LoadedRun, load_run, write_csv, write_json, write_text
+from fracture.runs import BEST_MODEL, LoadedRun, RunLayout, load_run, write_csv, write_json, write_text
 
 
 @dataclass
@@ -152,6 +152,11 @@ def screening_threshold(run: LoadedRun, split: str, preds: Predictions, target: 
     return locked
 
 
+def output_dir(run_dir: str | Path, split: str, out: str | Path | None, model_file: str = BEST_MODEL) -> Path:
+    """`out`, or the run's own folder for this split and model file (`RunLayout.eval_dir`)."""
+    return Path(out) if out else RunLayout(run_dir).eval_dir(split, model_file)
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "valid",
@@ -165,7 +170,7 @@ def evaluate_run(
     `<run>/eval/<split>.<stem>/` for another model file); returns metrics."""
     cfg = cfg or EvalConfig()
     run = load_run(run_dir, data_override, model_file)
-    out = Path(out) if out else run.layout.eval_dir(split, model_file)
+    out = output_dir(run_dir, split, out, model_file)
     out.mkdir(parents=True, exist_ok=True)
     # one index for the split and, for the leakage check, train (probes are cached per file)
     with_train = split != run.data.train_split
