@@ -141,14 +141,22 @@ def test_frozen_phase_uses_the_feature_cache_and_records_it(tmp_path):
 
 
 def test_phase_plan():
-    opt = OptimizerConfig(learning_rate=1e-3, fine_tune_learning_rate=1e-4)
+    opt = OptimizerConfig(learning_rate=1e-3, fine_tune_learning_rate=1e-4, warmup_epochs=1.0)
     two = plan_phases(TrainerConfig(epochs=10, freeze_epochs=3), opt, augment=True)
-    assert [(p.name, p.start, p.end, p.trainable_layers, p.learning_rate, p.augment) for p in two] == [
-        ("frozen", 0, 3, 0, 1e-3, False),
-        ("fine_tune", 3, 10, "all", 1e-4, True),
+    assert [(p.name, p.start, p.end, p.trainable_layers, p.learning_rate, p.augment, p.warmup_epochs) for p in two] == [
+        ("frozen", 0, 3, 0, 1e-3, False, 1.0),
+        ("fine_tune", 3, 10, "all", 1e-4, True, 1.0),
     ]
     only = plan_phases(TrainerConfig(epochs=5, freeze_epochs=0), opt, augment=False)
     assert [(p.name, p.learning_rate) for p in only] == [("fine_tune", 1e-3)]
+    # fine_tune_warmup_epochs is fine-tuning's own only after a frozen phase
+    opt = OptimizerConfig(warmup_epochs=1.0, fine_tune_warmup_epochs=0.25)
+    two = plan_phases(TrainerConfig(epochs=10, freeze_epochs=3), opt, augment=True)
+    assert [p.warmup_epochs for p in two] == [1.0, 0.25]
+    only = plan_phases(TrainerConfig(epochs=5, freeze_epochs=0), opt, augment=False)
+    assert [p.warmup_epochs for p in only] == [1.0]
+    with pytest.raises(ValueError, match="fine_tune_warmup_epochs"):
+        OptimizerConfig(fine_tune_warmup_epochs=-1)
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):

@@ -23,6 +23,7 @@ class OptimizerConfig:
     clipnorm: float | None = 1.0
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
+    fine_tune_warmup_epochs: float | None = None
     min_learning_rate: float = 1e-6
     plateau_factor: float = 0.5
     plateau_patience: int = 2
@@ -34,6 +35,19 @@ class OptimizerConfig:
             raise ValueError(f"model.optimizer.schedule={self.schedule!r}; expected one of {SCHEDULES}.")
         if self.scale_lr not in ("none", "linear"):
             raise ValueError(f"model.optimizer.scale_lr={self.scale_lr!r}; expected none or linear.")
+        for key in ("warmup_epochs", "fine_tune_warmup_epochs"):
+            if (getattr(self, key) or 0) < 0:
+                raise ValueError(f"model.optimizer.{key}={getattr(self, key)}; expected >= 0.")
+
+    def phase_rate(self, after_frozen_phase: bool) -> tuple[float, float]:
+        """A phase's base learning rate and warm-up epochs. Fine-tuning after a frozen phase
+        has its own of both: its heads are already trained, so only the backbone's first
+        Adam steps need a ramp, and a long warm-up spends a short run's epochs (null: the
+        frozen phase's `warmup_epochs`)."""
+        if not after_frozen_phase:
+            return self.learning_rate, self.warmup_epochs
+        warmup = self.warmup_epochs if self.fine_tune_warmup_epochs is None else self.fine_tune_warmup_epochs
+        return self.fine_tune_learning_rate, warmup
 
     def scaled(self, learning_rate: float, global_batch_size: int) -> float:
         """Apply the linear scaling rule when `scale_lr=linear` (see fracture.training.distribute)."""
@@ -43,7 +57,8 @@ class OptimizerConfig:
 
 
 def build_optimizer(
-    cfg: OptimizerConfig, learning_rate: float, steps_per_epoch: int, epochs: int, global_batch_size: int
+    cfg: OptimizerConfig, learning_rate: float, steps_per_epoch: int, epochs: int, global_batch_size: int,
+    warmup_epochs: float | None = None,
 ) -> keras.optimizers.Optimizer:
     """AdamW for one training phase.
 
@@ -51,12 +66,12 @@ def build_optimizer(
         learning_rate: the phase's base rate (`learning_rate` or `fine_tune_learning_rate`).
         steps_per_epoch, epochs: the phase's length, for the cosine schedule.
         global_batch_size: for the optional linear LR scaling.
+        warmup_epochs: the phase's warm-up (`OptimizerConfig.phase_rate`); None: `cfg.warmup_epochs`.
     """
     peak = cfg.scaled(learning_rate, global_batch_size)
+    warmup = cfg.warmup_epochs if warmup_epochs is None else warmup_epochs
     if cfg.schedule == "cosine":
-        rate = WarmupCosine(
-            peak, steps_per_epoch * epochs, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_learning_rate
-        )
+        rate = WarmupCosine(peak, steps_per_epoch * epochs, int(round(warmup * steps_per_epoch)), cfg.min_learning_rate)
     else:  # "plateau" adapts a plain float rate through the ReduceLROnPlateau callback
         rate = peak
     return keras.optimizers.AdamW(learning_rate=rate, weight_decay=cfg.weight_decay, clipnorm=cfg.clipnorm)

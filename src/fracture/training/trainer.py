@@ -128,6 +128,7 @@ class Phase:
     trainable_layers: str | int
     learning_rate: float
     augment: bool
+    warmup_epochs: float
 
     @property
     def frozen(self) -> bool:
@@ -160,10 +161,11 @@ def plan_phases(trainer: TrainerConfig, optimizer: OptimizerConfig, augment: boo
     freeze = min(max(trainer.freeze_epochs, 0), trainer.epochs)
     phases = []
     if freeze:
-        phases.append(Phase("frozen", 0, freeze, 0, optimizer.learning_rate, augment and trainer.augment_frozen_phase))
+        lr, warmup = optimizer.phase_rate(after_frozen_phase=False)
+        phases.append(Phase("frozen", 0, freeze, 0, lr, augment and trainer.augment_frozen_phase, warmup))
     if trainer.epochs > freeze:
-        lr = optimizer.fine_tune_learning_rate if freeze else optimizer.learning_rate
-        phases.append(Phase("fine_tune", freeze, trainer.epochs, trainer.unfreeze, lr, augment))
+        lr, warmup = optimizer.phase_rate(after_frozen_phase=bool(freeze))
+        phases.append(Phase("fine_tune", freeze, trainer.epochs, trainer.unfreeze, lr, augment, warmup))
     return phases
 
 
@@ -376,7 +378,9 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
     steps = settings.trainer.max_train_batches or -(-len(session.train_samples) // data_cfg.batch_size)
     with session.strategy.scope():  # metrics too: their variables must be the strategy's to add up across workers
         metrics, weighted_metrics = build_metrics(session.classes.num_classes, settings.class_metric, _single_box(session))
-        optimizer = build_optimizer(settings.optimizer, phase.learning_rate, steps, phase.end - phase.start, data_cfg.batch_size)
+        optimizer = build_optimizer(
+            settings.optimizer, phase.learning_rate, steps, phase.end - phase.start, data_cfg.batch_size, phase.warmup_epochs
+        )
         fit_model.compile(
             optimizer=optimizer, loss=session.losses, loss_weights=session.loss_weights,
             metrics=metrics, weighted_metrics=weighted_metrics, jit_compile=settings.trainer.jit_compile,
@@ -384,7 +388,7 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
     callbacks, nan_guard = cb.build_callbacks(phase, session, fit_model, data.val, data.augmenter)
     print(
         f"Phase {phase.name}: epochs {phase.start + 1}-{phase.end}, backbone trainable={phase.trainable_layers}, "
-        f"lr={phase.learning_rate:g}, augment={phase.augment}, trainable params={_count(fit_model.trainable_weights):,}"
+        f"lr={phase.learning_rate:g} (warm-up {phase.warmup_epochs:g} epochs), augment={phase.augment}, trainable params={_count(fit_model.trainable_weights):,}"
     )
     epochs_before = session.state.epoch
     fit_model.fit(
@@ -404,6 +408,7 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
         "feature_cache": data.cache_mode,
         "trainable_layers": phase.trainable_layers,
         "learning_rate": phase.learning_rate,
+        "warmup_epochs": phase.warmup_epochs,
         "seconds": round(time.time() - started, 1),
         "nan": nan_guard.tripped_at is not None,
     }
