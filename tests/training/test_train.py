@@ -12,7 +12,7 @@ import pytest
 
 from conftest import PROJECT_ROOT, compose_cfg
 from fracture.training.trainer import RunInterrupted, TrainerConfig, plan_phases, train
-from fracture.training.optim import OptimizerConfig
+from fracture.training.optim import OptimizerConfig, build_optimizer
 
 
 def small_run(tmp_path, *overrides):
@@ -157,6 +157,16 @@ def test_phase_plan():
     assert [p.warmup_epochs for p in only] == [1.0]
     with pytest.raises(ValueError, match="fine_tune_warmup_epochs"):
         OptimizerConfig(fine_tune_warmup_epochs=-1)
+
+
+def test_a_phase_warm_up_reaches_the_schedule():
+    def warmup_steps(optimizer):
+        return optimizer.get_config()["learning_rate"]["config"]["warmup_steps"]
+
+    cfg = OptimizerConfig(warmup_epochs=1.0)
+    given = build_optimizer(cfg, 1e-3, steps_per_epoch=8, epochs=4, global_batch_size=8, warmup_epochs=0.25)
+    assert warmup_steps(given) == 2  # 0.25 x 8 steps
+    assert warmup_steps(build_optimizer(cfg, 1e-3, 8, 4, 8)) == 8  # None: cfg.warmup_epochs
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):

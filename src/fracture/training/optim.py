@@ -41,9 +41,10 @@ class OptimizerConfig:
 
     def phase_rate(self, after_frozen_phase: bool) -> tuple[float, float]:
         """A phase's base learning rate and warm-up epochs. Fine-tuning after a frozen phase
-        has its own of both: its heads are already trained, so only the backbone's first
-        Adam steps need a ramp, and a long warm-up spends a short run's epochs (null: the
-        frozen phase's `warmup_epochs`)."""
+        takes `fine_tune_learning_rate` and `fine_tune_warmup_epochs` (null: `warmup_epochs`):
+        its heads are already trained, so only the backbone's first Adam steps may need a
+        ramp, and in a short run a one-epoch ramp is a third of fine-tuning. Without a
+        frozen phase the one phase takes `learning_rate` and `warmup_epochs`."""
         if not after_frozen_phase:
             return self.learning_rate, self.warmup_epochs
         warmup = self.warmup_epochs if self.fine_tune_warmup_epochs is None else self.fine_tune_warmup_epochs
