@@ -1,4 +1,4 @@
-"""Export: python scripts/export.py run=<run dir> format=saved_model|tflite|onnx [out=DIR]
+"""Export: python scripts/export.py run=<run dir> format=saved_model|tflite|onnx [model_file=last.keras] [out=DIR]
 
 Each export is reloaded and compared with the Keras model on a few validation images; the
 max abs difference is printed with its tolerance, and a mismatch exits with status 1.
@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     from fracture.export import ExportError, export_run
 
     try:
-        run = load_run(cfg.run)
+        run = load_run(cfg.run, model_file=cfg.model_file)
     except (RunError, FileNotFoundError, ValueError) as exc:
         fail(exc)
     size = run.data.image_size
@@ -37,12 +37,12 @@ def main(cfg: DictConfig) -> None:
     except Exception as exc:  # noqa: BLE001 - the check still runs, on noise, and says so
         images = np.random.default_rng(0).uniform(0, 255, (cfg.check_images, size, size, 3)).astype("float32")
         source = f"{len(images)} random images (validation data unavailable: {exc})"
-    out = Path(cfg.out) if cfg.out else Path(cfg.run) / "export"
+    out = Path(cfg.out) if cfg.out else run.layout.export_dir(run.model_file)
     try:
         checks = export_run(run.model, out, cfg.format, images)
     except (ExportError, ValueError) as exc:
         fail(exc)
-    print(f"checked on {source}; input: float32 (N, {size}, {size}, 3) raw 0-255 RGB, resize={run.data.resize}")
+    print(f"{run.model_file} checked on {source}; input: float32 (N, {size}, {size}, 3) raw 0-255 RGB, resize={run.data.resize}")
     for c in checks:
         status = "ok" if c.ok else "MISMATCH"
         print(f"{c.name:12s} {status:8s} max abs diff {c.max_abs_diff:.2e} (tolerance {c.tolerance:.0e}, {c.runtime}); "

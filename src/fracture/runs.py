@@ -13,11 +13,12 @@ Layout (`RunLayout`), under `<paths.log_dir>/<task_name>/<time>/`:
     tensorboard/       scalars and validation images
     eval/<split>/      evaluate.py output
     predictions/<name>/  predict.py output
-    export/            export.py output (of best.keras)
+    export/            export.py output
 
-The threshold, eval and predictions files above belong to best.keras. Another model file
-(`model_file=last.keras`, stem "last") gets its own: screening_threshold.last.json,
-eval/<split>.last/, predictions/<name>.last/, so its figures never mix with best.keras's.
+The threshold, eval, predictions and export files above belong to best.keras. Another model
+file (`model_file=last.keras`, stem "last") gets its own: screening_threshold.last.json,
+eval/<split>.last/, predictions/<name>.last/, export.last/, so its figures and files never
+mix with best.keras's.
 
 `run.json` status lifecycle: `running` -> `finished` | `failed` | `interrupted`. A run that
 is `failed` or `interrupted` can be resumed by rerunning the same command.
@@ -111,9 +112,8 @@ class RunLayout:
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 
-    @property
-    def export(self) -> Path:
-        return self.root / "export"
+    def export_dir(self, model_file: str = BEST_MODEL) -> Path:
+        return self.root / f"export{_model_suffix(model_file)}"
 
     def eval_dir(self, split: str, model_file: str = BEST_MODEL) -> Path:
         return self.root / "eval" / f"{split}{_model_suffix(model_file)}"

@@ -100,6 +100,22 @@ def test_last_keras_is_evaluated_with_its_own_threshold_and_folder(trained_run, 
             load_run(run, model_file=bad)
 
 
+def test_export_of_last_keras_goes_to_its_own_folder(trained_run, tmp_path):
+    """model_file=last.keras exports that model into export.last/, beside (never over)
+    best.keras's export/; a damaged last.keras is named even when best.keras is fine."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval", "predictions", "export"))
+    (run / "last.keras").write_bytes(b"")
+    command = [sys.executable, "scripts/export.py", f"run={run}", "model_file=last.keras", "format=saved_model"]
+    out = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and str(run / "last.keras") in out.stderr, out.stderr[-2000:]
+    shutil.copy(run / "best.keras", run / "last.keras")
+    out = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "last.keras checked on" in out.stdout
+    assert (run / "export.last" / "saved_model" / "saved_model.pb").is_file() and not (run / "export").exists()
+
+
 def _training_time_box_iou(run_dir, split):
     from fracture.data.pipeline import make_dataset
     from fracture.evaluation.runner import split_samples

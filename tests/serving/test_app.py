@@ -44,6 +44,27 @@ def test_health_ready_and_model_info(client, served_run):
     assert info["model_file"] == "best.keras"
 
 
+def test_model_info_lists_the_exports_of_the_served_model_file(served_run, tmp_path):
+    """A run served with model_file=last.keras lists export.last/'s formats, not export/'s."""
+    import dataclasses
+    import shutil
+
+    from fracture.inference import Screening
+    from fracture.runs import RunLayout
+    from fracture.serving.app import model_info
+
+    root = tmp_path / "run"
+    shutil.copytree(served_run.run_dir, root, ignore=shutil.ignore_patterns("*.keras", "eval", "predictions", "export*"))
+    (root / "export.last" / "saved_model").mkdir(parents=True)
+    (root / "export.last" / "saved_model" / "saved_model.pb").write_bytes(b"")
+    (root / "export").mkdir()
+    (root / "export" / "model_fp32.tflite").write_bytes(b"")
+    run = dataclasses.replace(served_run, layout=RunLayout(root))
+    info = {f: model_info(dataclasses.replace(run, model_file=f), Screening(None, "none"), ServeSettings())["exports"]
+            for f in ("best.keras", "last.keras")}
+    assert info == {"best.keras": ["tflite_fp32"], "last.keras": ["saved_model"]}
+
+
 def test_predict_equals_predict_files_raw_and_multipart(client, served_run, tmp_path):
     from fracture.inference import predict_files
 

@@ -39,7 +39,7 @@ PROVENANCE_KEYS = ("status", "started", "backbone", "weights_requested", "weight
 
 
 def export_formats(export_dir: Path) -> list[str]:
-    """The export formats present in a run's `export/` folder."""
+    """The export formats present in a run's export folder (of the served model file)."""
     found = []
     if (export_dir / "saved_model" / "saved_model.pb").is_file():
         found.append("saved_model")
@@ -59,7 +59,7 @@ def model_info(run, screening: Screening, settings: ServeSettings) -> dict:
         "input": {"size": run.data.image_size, "resize": run.data.resize, "channels": 3},
         "screening": {"threshold": screening.threshold, "source": screening.source},
         "weights": {k: info.get(k) for k in PROVENANCE_KEYS},
-        "exports": export_formats(run.layout.export),
+        "exports": export_formats(run.layout.export_dir(run.model_file)),
         "limits": {"max_upload_bytes": settings.limits.max_upload_bytes, "max_pixels": _max_pixels(run, settings)},
     }
 
