@@ -388,7 +388,8 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
     callbacks, nan_guard = cb.build_callbacks(phase, session, fit_model, data.val, data.augmenter)
     print(
         f"Phase {phase.name}: epochs {phase.start + 1}-{phase.end}, backbone trainable={phase.trainable_layers}, "
-        f"lr={phase.learning_rate:g} (warm-up {phase.warmup_epochs:g} epochs), augment={phase.augment}, trainable params={_count(fit_model.trainable_weights):,}"
+        f"lr={phase.learning_rate:g} (warm-up {phase.warmup_epochs:g} epochs), augment={phase.augment}, "
+        f"trainable params={_count(fit_model.trainable_weights):,}"
     )
     epochs_before = session.state.epoch
     fit_model.fit(
