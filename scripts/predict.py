@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     from fracture.runs import RunError, load_run
 
     try:
-        run = load_run(cfg.run, model_file=cfg.model_file)
+        run = load_run(cfg.run, model_file=cfg.model_file, test_time_flip=cfg.test_time_flip)
         files, folder = list_inputs(cfg.input)
     except (RunError, FileNotFoundError, ValueError) as exc:
         fail(exc)

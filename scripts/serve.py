@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         settings = ServeSettings.from_mapping(OmegaConf.to_container(cfg.serve, resolve=True))
-        run = load_run(cfg.run, model_file=cfg.model_file)
+        run = load_run(cfg.run, model_file=cfg.model_file, test_time_flip=cfg.test_time_flip)
     except (RunError, ValueError) as exc:
         fail(exc)
     app = create_app(run, settings)

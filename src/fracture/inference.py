@@ -154,15 +154,14 @@ def predict_batch(run, inputs: list[np.ndarray], sizes: list[tuple[int, int]], s
     batch = np.stack(inputs).astype(np.float32)
     if pad_to is not None and pad_to > len(batch):
         batch = np.concatenate([batch, np.zeros((pad_to - len(batch), *batch.shape[1:]), np.float32)])
-    outputs = run.model.predict_on_batch(batch)
+    decode = decode_config(run, screening.box_confidence) if run.is_detector else None
+    outputs = model_outputs(run, batch, decode)
     n = len(inputs)
     probs = np.asarray(outputs["class"])[:n]
-    if "detections" not in outputs:
+    if decode is None:
         boxes = np.asarray(outputs["box"])[:n]
         return [_record(run, p, box, (h, w), screening) for p, box, (h, w) in zip(probs, boxes, sizes)]
-    detections = detections_in_image_frame(
-        run, np.asarray(outputs["detections"])[:n], list(sizes), decode_config(run, screening.box_confidence)
-    )
+    detections = detections_in_image_frame(run, np.asarray(outputs["detections"])[:n], list(sizes), decode)
     return [_detector_record(run, p, d, (h, w), screening) for p, d, (h, w) in zip(probs, detections, sizes)]
 
 
@@ -242,6 +241,25 @@ def decode_config(run, confidence: float | None = None):
 
     decode = typed(DecodeConfig, run.model_config.get("detection", {}).get("decode", {}), "model.detection.decode")
     return decode if confidence is None else replace(decode, confidence=float(confidence))
+
+
+def model_outputs(run, batch, decode=None) -> dict:
+    """The model's outputs for one batch of model inputs `(B, H, W, C)`, as numpy arrays.
+
+    With `decode.test_time_flip` a detector also predicts the mirror images and its dense
+    "detections" become the per-location average of both passes (`detection.flip`); the
+    other outputs (the image-level class head) are the plain pass's.
+    """
+    outputs = {name: np.asarray(value) for name, value in run.model.predict_on_batch(batch).items()}
+    if decode is None or not decode.test_time_flip:
+        return outputs
+    from fracture.models.detection.flip import merge_flip
+
+    mirror = np.ascontiguousarray(np.asarray(batch)[:, :, ::-1, :])
+    mirror_dense = np.asarray(run.model.predict_on_batch(mirror)["detections"])
+    strides = run.model_config.get("strides", (8, 16, 32))
+    outputs["detections"] = merge_flip(outputs["detections"], mirror_dense, run.data.image_size, strides)
+    return outputs
 
 
 def detections_in_image_frame(run, dense: np.ndarray, sizes: list[tuple[int, int]], decode) -> list[ImageDetections]:

@@ -350,19 +350,24 @@ DATA_OVERRIDABLE = (
 )
 
 
-def load_run(run_dir: str | Path, data_override: dict | None = None, model_file: str = BEST_MODEL) -> LoadedRun:
+def load_run(run_dir: str | Path, data_override: dict | None = None, model_file: str = BEST_MODEL,
+             test_time_flip: bool | None = None) -> LoadedRun:
     """The run's model, class mapping and data config.
 
     Args:
         data_override: `DATA_OVERRIDABLE` keys replacing the run's; None values keep the run's.
         model_file: a `.keras` file in the run folder: best.keras, or last.keras (the model
             after the last completed epoch).
+        test_time_flip: replaces the run's `model.detection.decode.test_time_flip` (a dense
+            detector's inference option, so a run trained without it can be evaluated with
+            it); None keeps the run's.
 
     Raises:
         RunError: the folder is not a run folder, or its model file is unusable.
         ValueError: an override key that does not exist or may not change, naming the valid keys;
             a model_file that is not a `.keras` file name (paths are refused: the run's
-            config, classes and locked threshold only describe its own models).
+            config, classes and locked threshold only describe its own models); test_time_flip
+            on a run that is not a dense detector, or whose image size the strides do not tile.
     """
     if Path(model_file).name != model_file or not model_file.endswith(".keras"):
         raise ValueError(f"model_file={model_file!r}: name a .keras file in the run folder (best.keras or last.keras)")
@@ -387,6 +392,25 @@ def load_run(run_dir: str | Path, data_override: dict | None = None, model_file:
     run_cfg = OmegaConf.to_container(OmegaConf.load(layout.config), resolve=True)
     data = {**run_cfg["data"], **override}
     data.pop("synthetic", None)  # generated at training time; evaluation only reads it
+    data_cfg = DataConfig.from_mapping(data)
+    model_cfg = _with_test_time_flip(run_cfg.get("model", {}), test_time_flip, data_cfg.image_size, layout.root)
     model = load_model_file(layout.root / model_file)
-    return LoadedRun(layout, model, ClassMapping.load(layout.classes), DataConfig.from_mapping(data), run_cfg.get("model", {}),
-                     model_file)
+    return LoadedRun(layout, model, ClassMapping.load(layout.classes), data_cfg, model_cfg, model_file)
+
+
+def _with_test_time_flip(model_cfg: dict, test_time_flip: bool | None, image_size: int, root: Path) -> dict:
+    """The run's `model` section with `detection.decode.test_time_flip` replaced (None: as is)."""
+    if test_time_flip is None:
+        return model_cfg
+    if model_cfg.get("box_head") != "dense":
+        if not test_time_flip:
+            return model_cfg
+        raise ValueError(f"test_time_flip=true: {root} is not a dense detector run "
+                         f"(model.box_head={model_cfg.get('box_head')!r}); the flip averages the dense head's output")
+    from fracture.models.detection.flip import check_flippable
+
+    if test_time_flip:
+        check_flippable(image_size, model_cfg.get("strides", (8, 16, 32)))
+    detection = model_cfg.get("detection", {})
+    decode = {**detection.get("decode", {}), "test_time_flip": bool(test_time_flip)}
+    return {**model_cfg, "detection": {**detection, "decode": decode}}

@@ -53,6 +53,23 @@ def test_demo_detector_reaches_map50_of_one_half_on_its_valid_split(detector_run
 
 
 @pytest.mark.slow
+def test_flip_test_time_augmentation_is_evaluated_and_recorded(detector_run, tmp_path):
+    """eval.test_time_flip=true on a run trained without it: the mirror pass must land on
+    the right locations (a wrong mapping averages each box with an unrelated one, and the
+    synthetic findings, placed anywhere, stop matching), and the report says it was on."""
+    from fracture.evaluation.runner import EvalConfig, evaluate_run
+
+    cfg = EvalConfig(bootstrap=50, gradcam_random=1, gradcam_worst_boxes=1, test_time_flip=True)
+    d = evaluate_run(detector_run, "valid", out=tmp_path / "flip", cfg=cfg)["detection"]
+    assert d["test_time_flip"] is True and d["conventions"]["test_time_flip"].startswith("on:")
+    assert d["map50"] >= 0.5 and d["one_class_ap50"] >= 0.5, d
+    report = (tmp_path / "flip" / "report.md").read_text()
+    assert "**test_time_flip**: on:" in report
+    assert not (detector_run / "eval" / "valid" / "metrics.json").exists() or json.loads(
+        (detector_run / "eval" / "valid" / "metrics.json").read_text())["detection"]["test_time_flip"] is False
+
+
+@pytest.mark.slow
 def test_predict_draws_every_box_with_one_csv_row_per_box(detector_run, tmp_path):
     from fracture.inference import predict_files, screening_for, write_predictions
     from fracture.runs import load_run

@@ -261,3 +261,11 @@ def test_predict_keeps_each_input_folder_apart_and_uses_the_locked_threshold(tra
     for folder, threshold in zip(folders, (0.42, 0.99)):
         rows = list(csv.DictReader((run / "predictions" / folder / "predictions.csv").open()))
         assert rows and all((float(r["screening_score"]) < threshold) == (r["no_finding"] == "True") for r in rows)
+
+
+def test_test_time_flip_is_refused_for_a_single_box_run(trained_run):
+    from fracture.runs import load_run
+
+    with pytest.raises(ValueError, match=r"test_time_flip=true: .* is not a dense detector run \(model.box_head='single'\)"):
+        load_run(trained_run, test_time_flip=True)
+    assert load_run(trained_run, test_time_flip=False).model_config.get("box_head") == "single"

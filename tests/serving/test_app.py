@@ -42,6 +42,7 @@ def test_health_ready_and_model_info(client, served_run):
     assert info["weights"]["status"] == "finished" and info["weights"]["backbone"] == "small_cnn"
     assert info["exports"] == []
     assert info["model_file"] == "best.keras"
+    assert info["test_time_flip"] is None  # a single-box run: the flip option is a detector's
 
 
 def test_model_info_lists_the_exports_of_the_served_model_file(served_run, tmp_path):

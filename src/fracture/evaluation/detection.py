@@ -61,7 +61,8 @@ class DetectionEvalSettings:
     Attributes:
         bootstrap: resamples of images for the CIs (0: no CI).
         seed: the bootstrap's seed.
-        confidence, iou, max_detections: the caller's decoding settings, reported.
+        confidence, iou, max_detections, test_time_flip: the caller's decoding settings,
+            reported.
     """
 
     bootstrap: int = 1000
@@ -69,6 +70,7 @@ class DetectionEvalSettings:
     confidence: float = 0.001
     iou: float = 0.7
     max_detections: int = 300
+    test_time_flip: bool = False
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,7 @@ def detection_metrics(images: Sequence[ImageEval], class_names: Sequence[str], n
         "images": n,
         "true_boxes": int(merged.n_true.sum()),
         "detections": int(sum(len(s) for s in merged.scores)),
+        "test_time_flip": settings.test_time_flip,
         "conventions": conventions(settings),
     }
     if not merged.n_true.sum():
@@ -311,6 +314,8 @@ def conventions(settings: DetectionEvalSettings) -> dict:
         "frame": "boxes in the original image's pixels (the letterbox is undone before scoring)",
         "decoding": (f"class-wise NMS at IoU {settings.iou}, confidence >= {settings.confidence}, "
                      f"at most {settings.max_detections} boxes per image; 'no finding' is never a box class"),
+        "test_time_flip": ("on: the dense outputs of each image and of its mirror image averaged per location "
+                           "before NMS (2 forward passes)" if settings.test_time_flip else "off (one forward pass)"),
         "map": "pycocotools COCOeval bbox: 101-point interpolated precision, area 'all', maxDets 100; "
                "mAP50-95 averages IoU 0.50:0.05:0.95; classes without a true box are left out of the mean",
         "matching": "COCO greedy: detections in score order each take the unmatched true box of highest IoU >= 0.5",

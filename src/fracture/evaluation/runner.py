@@ -39,6 +39,7 @@ class EvalConfig:
     batch_size: int = 32
     bootstrap: int = 1000         # image resamples for the detection CIs
     detection_overlays: int = 8   # worst-missed images drawn with their boxes
+    test_time_flip: bool | None = None  # detector runs: replaces the run's model.detection.decode.test_time_flip
 
 
 @dataclass
@@ -88,12 +89,12 @@ def _predict_detector(run: LoadedRun, samples: list, sizes: dict, images) -> Pre
     sections (predictions.csv, the top-box IoU, Grad-CAM panels) read a detector like the
     single-box model."""
     from fracture.data.pipeline import image_box_to_model
-    from fracture.inference import decode_config, detections_in_image_frame
+    from fracture.inference import decode_config, detections_in_image_frame, model_outputs
 
     decode = decode_config(run)
     probs, detections, start = [], [], 0
     for batch in images:  # batch by batch: the dense outputs of a whole split would be large
-        outputs = run.model.predict_on_batch(batch)
+        outputs = model_outputs(run, batch, decode)
         probs.append(np.asarray(outputs["class"], float))
         chunk = samples[start : start + len(batch)]
         detections += detections_in_image_frame(run, outputs["detections"], [sizes[s.image_path] for s in chunk], decode)
@@ -169,7 +170,7 @@ def evaluate_run(
     """Evaluate and write everything to `out` (default `<run>/eval/<split>/` for best.keras,
     `<run>/eval/<split>.<stem>/` for another model file); returns metrics."""
     cfg = cfg or EvalConfig()
-    run = load_run(run_dir, data_override, model_file)
+    run = load_run(run_dir, data_override, model_file, cfg.test_time_flip)
     out = output_dir(run_dir, split, out, model_file)
     out.mkdir(parents=True, exist_ok=True)
     # one index for the split and, for the leakage check, train (probes are cached per file)
@@ -239,7 +240,8 @@ def _detection(run: LoadedRun, preds: Predictions, sizes: dict, cfg: EvalConfig,
         true = np.asarray(s.boxes, float).reshape(-1, 4) * [w, h, w, h]
         images.append(D.ImageEval(w, h, true, np.asarray(s.box_classes, int), d.boxes, d.scores, d.classes))
     decode = decode_config(run)
-    settings = D.DetectionEvalSettings(cfg.bootstrap, 0, decode.confidence, decode.iou, decode.max_detections)
+    settings = D.DetectionEvalSettings(cfg.bootstrap, 0, decode.confidence, decode.iou, decode.max_detections,
+                                       decode.test_time_flip)
     names, negative = run.classes.class_names, run.classes.negative_id
     block = D.detection_metrics(images, names, negative, settings)
     curves = {names[c]: D.pr_curve(D.matches(images, c)) for c in D.detection_class_ids(len(names), negative)}

@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from fracture.inference import Screening, render_overlay, screening_for
+from fracture.inference import Screening, decode_config, render_overlay, screening_for
 from fracture.runs import read_run_info
 from fracture.serving.batcher import Batcher, QueueFull
 from fracture.serving.settings import ServeSettings
@@ -58,6 +58,7 @@ def model_info(run, screening: Screening, settings: ServeSettings) -> dict:
         "negative_class": None if run.classes.negative_id is None else run.classes.class_names[run.classes.negative_id],
         "input": {"size": run.data.image_size, "resize": run.data.resize, "channels": 3},
         "screening": {"threshold": screening.threshold, "source": screening.source},
+        "test_time_flip": decode_config(run).test_time_flip if run.is_detector else None,
         "weights": {k: info.get(k) for k in PROVENANCE_KEYS},
         "exports": export_formats(run.layout.export_dir(run.model_file)),
         "limits": {"max_upload_bytes": settings.limits.max_upload_bytes, "max_pixels": _max_pixels(run, settings)},

@@ -94,11 +94,20 @@ class DetectionLossConfig:
 
 @dataclass
 class DecodeConfig:
-    """Defaults for `decode_detections` (evaluation's; predict passes its own confidence)."""
+    """Defaults for `decode_detections` (evaluation's; predict passes its own confidence).
+
+    Attributes:
+        test_time_flip: also run the detector on the mirror image of each input and average
+            the two dense outputs per location before NMS (`detection.flip`). Doubles the
+            detector's inference cost. Evaluate, predict and serve apply it; the class head
+            (and so the screening threshold), the training-time valid mAP and the exported
+            models are the single pass.
+    """
 
     confidence: float = 0.001
     iou: float = 0.7
     max_detections: int = 300
+    test_time_flip: bool = False
 
 
 @dataclass
