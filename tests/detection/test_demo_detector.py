@@ -34,9 +34,11 @@ def test_demo_detector_reaches_map50_of_one_half_on_its_valid_split(detector_run
     assert d["one_class_ap50"] >= 0.5 and d["sens_at_1fp"] >= 0.5, d
     assert d["one_class_ap50_ci"][0] <= d["one_class_ap50"] <= d["one_class_ap50_ci"][1]
     # best.keras is the epoch of the best per-epoch valid mAP50 (callbacks.monitor=val_map50),
-    # computed in the model frame; evaluate.py's, in the original frame, is the same figure
+    # computed in the model frame; evaluate.py's, in the original frame, is the same figure up
+    # to the few IoUs near 0.5 that the frame change moves across it (seen: 0.0085 apart in
+    # one CI run, under 0.005 in others), so 0.015: a model from an early epoch still fails it
     history = list(csv.DictReader((detector_run / "history.csv").open()))
-    assert abs(max(float(r["val_map50"]) for r in history) - d["map50"]) < 0.005, (history[-1], d["map50"])
+    assert abs(max(float(r["val_map50"]) for r in history) - d["map50"]) < 0.015, (history[-1], d["map50"])
     saved = json.loads((detector_run / "eval" / "valid" / "metrics.json").read_text())["detection"]
     assert set(saved) >= {"map50", "map50_95", "per_class", "one_class_ap50", "one_class_ap50_ci", "froc", "sens_at_1fp"}
     assert all(set(v) >= {"ap50", "n_boxes", "ci"} for v in saved["per_class"].values())
