@@ -77,8 +77,9 @@ def comparable(outputs: dict, image_size: int) -> dict:
     if "detections" in outputs:
         from fracture.models.detection.decode import dense_boxes_and_scores
 
-        # the strides of every dense model (ModelConfig accepts only [8, 16, 32])
-        boxes, scores = dense_boxes_and_scores(np.asarray(outputs["detections"], np.float32), image_size, (8, 16, 32))
+        from fracture.models.detection.anchors import STRIDES  # every dense model's (ModelConfig accepts no other)
+
+        boxes, scores = dense_boxes_and_scores(np.asarray(outputs["detections"], np.float32), image_size, STRIDES)
         out["detection_boxes"], out["detection_scores"] = np.asarray(boxes, np.float64), np.asarray(scores, np.float64)
     return out
 

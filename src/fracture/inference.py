@@ -257,8 +257,9 @@ def model_outputs(run, batch, decode=None) -> dict:
 
     mirror = np.ascontiguousarray(np.asarray(batch)[:, :, ::-1, :])
     mirror_dense = np.asarray(run.model.predict_on_batch(mirror)["detections"])
-    strides = run.model_config.get("strides", (8, 16, 32))
-    outputs["detections"] = merge_flip(outputs["detections"], mirror_dense, run.data.image_size, strides)
+    from fracture.models.detection.anchors import STRIDES  # every dense model's (ModelConfig accepts no other)
+
+    outputs["detections"] = merge_flip(outputs["detections"], mirror_dense, run.data.image_size, STRIDES)
     return outputs
 
 

@@ -98,3 +98,15 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
     assert a["one_class_ap50_ci"] == b["one_class_ap50_ci"] and lo <= a["one_class_ap50"] <= hi and hi - lo > 0.05
     assert set(a) >= {"map50", "map50_95", "per_class", "one_class_ap50", "one_class_ap50_ci", "froc", "sens_at_1fp",
                       "sens_at_1fp_ci", "conventions", "undefined"}
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_map_row_of_the_headline_says_when_flip_test_time_augmentation_made_it(flip):
+    from dataclasses import replace
+
+    from fracture.evaluation.report import detection_rows
+
+    images = [image([BOX1], [0], [BOX1], [0.9], [0])]
+    d = detection_metrics(images, NAMES, 2, replace(FAST, test_time_flip=flip))
+    label = detection_rows(d)[0][0]
+    assert label.startswith("detection mAP50 / mAP50-95") and ("flip test-time augmentation" in label) is flip

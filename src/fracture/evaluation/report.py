@@ -80,9 +80,11 @@ def headline_rows(result: dict) -> list[list[str]]:
 
 def detection_rows(d: dict) -> list[list[str]]:
     """The detector's figures, in the headline and its own section (the CIs say they are
-    bootstrapped: the headline's other CIs are Wilson intervals)."""
+    bootstrapped: the headline's other CIs are Wilson intervals). The mAP row says when the
+    figures come from flip test-time augmentation, which changes them."""
+    flip = ", flip test-time augmentation" if d.get("test_time_flip") else ""
     return [
-        ["detection mAP50 / mAP50-95 (every box, pycocotools)", f"{_num(d['map50'])} / {_num(d['map50_95'])}", ""],
+        [f"detection mAP50 / mAP50-95 (every box, pycocotools{flip})", f"{_num(d['map50'])} / {_num(d['map50_95'])}", ""],
         ["one-class 'fracture' AP50 (bootstrap CI)", _num(d["one_class_ap50"]), _num_ci(d["one_class_ap50_ci"])],
         ["sensitivity at 1 FP/image (bootstrap CI)", _pct(d["sens_at_1fp"]), _ci(d["sens_at_1fp_ci"])],
     ]

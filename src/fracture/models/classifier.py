@@ -15,6 +15,7 @@ import keras
 from fracture.config import typed
 from fracture.models.backbones import build_backbone
 from fracture.models.detection import (
+    STRIDES,
     ClassHeadSpec,
     DenseHeadSpec,
     DetectionConfig,
@@ -47,7 +48,7 @@ class ModelConfig:
     box_head: str = "single"
     neck_width: int = 64
     head_convs: int = 2
-    strides: list = field(default_factory=lambda: [8, 16, 32])
+    strides: list = field(default_factory=lambda: list(STRIDES))
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
@@ -60,9 +61,9 @@ class ModelConfig:
             self.distill = typed(DistillConfig, self.distill, "model.distill")
         if self.distill.enabled and self.box_head != "single":
             raise ValueError("model.distill.enabled needs model.box_head=single (the teacher and student are classifiers).")
-        if list(self.strides) != [8, 16, 32]:
+        if tuple(self.strides) != STRIDES:
             # The backbone registry taps exactly these three levels.
-            raise ValueError(f"model.strides={list(self.strides)}; the backbones provide [8, 16, 32].")
+            raise ValueError(f"model.strides={list(self.strides)}; the backbones provide {list(STRIDES)}.")
 
     def dense_head_spec(self, num_classes: int, image_size: int) -> DenseHeadSpec:
         """The detector head's shape from these keys."""

@@ -6,6 +6,7 @@ backbone [C3, C4, C5] -> `neck` (FPN + PAN) -> shared `head` -> "detections" `(B
 """
 
 from fracture.models.detection.anchors import (
+    STRIDES,
     AnchorPoints,
     anchor_points,
     feature_sizes,
@@ -40,6 +41,7 @@ from fracture.models.detection.neck import NeckSpec, fpn_pan
 __all__ = [
     "CLASS_START",
     "QUALITY_CHANNEL",
+    "STRIDES",
     "AnchorPoints",
     "AssignerConfig",
     "Assignment",

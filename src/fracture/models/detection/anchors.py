@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The levels every registry backbone taps (C3, C4, C5); `model.strides` accepts only these.
+STRIDES = (8, 16, 32)
+
 
 def feature_sizes(image_size: int, strides) -> list[int]:
     """Side of each level's map ("same" padding: ceil(S / stride))."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 from keras import ops
 
-from fracture.models.detection.anchors import anchor_points, check_locations
+from fracture.models.detection.anchors import STRIDES, anchor_points, check_locations
 from fracture.models.detection.config import DecodeConfig
 from fracture.models.detection.layout import distances_to_boxes, split_dense
 
@@ -38,7 +38,7 @@ def dense_boxes_and_scores(dense, image_size: int, strides, ignore_class: int | 
 def decode_detections(
     dense,
     image_size: int,
-    strides=(8, 16, 32),
+    strides=STRIDES,
     conf: float = DEFAULTS.confidence,
     iou: float = DEFAULTS.iou,
     max_det: int = DEFAULTS.max_detections,

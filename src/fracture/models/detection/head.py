@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from fracture.models.detection.anchors import feature_sizes
+from fracture.models.detection.anchors import STRIDES, feature_sizes
 from fracture.models.detection.config import PRIOR_PROBABILITY, prior_bias
 from fracture.models.detection.layout import dense_channels
 from fracture.models.detection.neck import NeckSpec, fpn_pan
@@ -36,7 +36,7 @@ class DenseHeadSpec:
 
     num_classes: int
     image_size: int
-    strides: tuple[int, ...] = (8, 16, 32)
+    strides: tuple[int, ...] = STRIDES
     neck: NeckSpec = field(default_factory=NeckSpec)
     convs: int = 2
     prior_probability: float = PRIOR_PROBABILITY

@@ -23,7 +23,7 @@ import keras
 from keras import ops
 
 from fracture.models.box_ops import IOU_VARIANTS, iou
-from fracture.models.detection.anchors import anchor_points, check_locations
+from fracture.models.detection.anchors import STRIDES, anchor_points, check_locations
 from fracture.models.detection.assigner import Assignment, Predictions, assign
 from fracture.models.detection.config import (
     AssignerConfig,
@@ -72,7 +72,7 @@ class DetectionLoss(keras.losses.Loss):
         terms: `DetectionLossConfig` or its dict.
     """
 
-    def __init__(self, image_size: int, strides=(8, 16, 32), assigner=None, terms=None, name: str = "detection_loss", **kwargs):
+    def __init__(self, image_size: int, strides=STRIDES, assigner=None, terms=None, name: str = "detection_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.image_size = int(image_size)
         self.strides = tuple(int(s) for s in strides)
