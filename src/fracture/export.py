@@ -77,9 +77,7 @@ def comparable(outputs: dict, image_size: int) -> dict:
     if "detections" in outputs:
         from fracture.models.detection.decode import dense_boxes_and_scores
 
-        from fracture.models.detection.anchors import STRIDES  # every dense model's (ModelConfig accepts no other)
-
-        boxes, scores = dense_boxes_and_scores(np.asarray(outputs["detections"], np.float32), image_size, STRIDES)
+        boxes, scores = dense_boxes_and_scores(np.asarray(outputs["detections"], np.float32), image_size)
         out["detection_boxes"], out["detection_scores"] = np.asarray(boxes, np.float64), np.asarray(scores, np.float64)
     return out
 

@@ -257,9 +257,7 @@ def model_outputs(run, batch, decode=None) -> dict:
 
     mirror = np.ascontiguousarray(np.asarray(batch)[:, :, ::-1, :])
     mirror_dense = np.asarray(run.model.predict_on_batch(mirror)["detections"])
-    from fracture.models.detection.anchors import STRIDES  # every dense model's (ModelConfig accepts no other)
-
-    outputs["detections"] = merge_flip(outputs["detections"], mirror_dense, run.data.image_size, STRIDES)
+    outputs["detections"] = merge_flip(outputs["detections"], mirror_dense, run.data.image_size)
     return outputs
 
 

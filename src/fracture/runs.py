@@ -407,11 +407,10 @@ def _with_test_time_flip(model_cfg: dict, test_time_flip: bool | None, image_siz
             return model_cfg
         raise ValueError(f"test_time_flip=true: {root} is not a dense detector run "
                          f"(model.box_head={model_cfg.get('box_head')!r}); the flip averages the dense head's output")
-    from fracture.models.detection.anchors import STRIDES
     from fracture.models.detection.flip import check_flippable
 
     if test_time_flip:
-        check_flippable(image_size, STRIDES)  # at load, not first at the first batch
+        check_flippable(image_size)  # a bad image size fails here, before any prediction
     detection = model_cfg.get("detection", {})
     decode = {**detection.get("decode", {}), "test_time_flip": bool(test_time_flip)}
     return {**model_cfg, "detection": {**detection, "decode": decode}}

@@ -18,7 +18,7 @@ from fracture.models.detection.layout import distances_to_boxes, split_dense
 DEFAULTS = DecodeConfig()
 
 
-def dense_boxes_and_scores(dense, image_size: int, strides, ignore_class: int | None = None):
+def dense_boxes_and_scores(dense, image_size: int, strides=STRIDES, ignore_class: int | None = None):
     """`(boxes (B, N, 4) normalized xyxy clipped to the image, scores (B, N, K))`.
 
     `ignore_class` (e.g. the "no finding" class id) gets score 0 everywhere.

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from fracture.models.detection.anchors import check_locations, feature_sizes
+from fracture.models.detection.anchors import STRIDES, check_locations, feature_sizes
 from fracture.models.detection.layout import BOX_CHANNELS
 
 # Logits of averaged probabilities are clipped here so a saturated 0 or 1 stays finite.
 _PROBABILITY_EPS = 1e-7
 
 
-def check_flippable(image_size: int, strides) -> None:
+def check_flippable(image_size: int, strides=STRIDES) -> None:
     """A location's mirror is a location only when every level tiles the input exactly."""
     ragged = [s for s in strides if image_size % s]
     if ragged:
@@ -36,7 +36,7 @@ def check_flippable(image_size: int, strides) -> None:
         )
 
 
-def mirror_dense(dense: np.ndarray, image_size: int, strides) -> np.ndarray:
+def mirror_dense(dense: np.ndarray, image_size: int, strides=STRIDES) -> np.ndarray:
     """Dense `(B, N, C)` predicted on mirrored inputs -> the same predictions at the
     original inputs' locations: each level's columns reversed, left/right distances swapped.
 
@@ -56,7 +56,7 @@ def mirror_dense(dense: np.ndarray, image_size: int, strides) -> np.ndarray:
     return mirrored
 
 
-def merge_flip(dense: np.ndarray, dense_of_mirror: np.ndarray, image_size: int, strides) -> np.ndarray:
+def merge_flip(dense: np.ndarray, dense_of_mirror: np.ndarray, image_size: int, strides=STRIDES) -> np.ndarray:
     """The plain pass and the mirror pass, averaged per location: box distances as they are,
     quality and class scores as probabilities (an ensemble's mean), returned as logits so
     the result keeps the dense layout `decode_detections` reads."""
