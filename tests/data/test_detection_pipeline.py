@@ -1,6 +1,8 @@
 """multi_object_rule=all: padded detection targets in the model input frame, and
 augmentation that moves every box with the pixels and counts the boxes it drops."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,7 +10,7 @@ from PIL import Image
 
 from fracture.data.config import AugmentConfig, DataConfig
 from fracture.data.index import NO_BOX, Sample
-from fracture.data.pipeline import BoxAugmenter, detection_rows, make_dataset
+from fracture.data.pipeline import BoxAugmenter, detection_rows, epoch_size, make_dataset
 
 NO_GEOMETRY = dict(rotation=0.0, translation=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
 
@@ -122,3 +124,71 @@ def test_training_pipeline_augments_detections_and_counts_inside_tf_data(samples
         negative = rows[:, 0, 4] < 0
         assert negative.sum() >= 1 and np.all(rows[negative] == -1)
     assert augmenter.augmented_boxes == 4  # two real boxes per epoch, counted in the graph
+
+
+def marked_samples(tmp_path, positives: int, negatives: int):
+    """16x16 images whose constant grey level (1, 2, ...) names the sample; the first
+    `positives` carry a box."""
+    samples = []
+    for i in range(positives + negatives):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((16, 16, 3), i + 1, np.uint8)).save(path)
+        if i < positives:
+            box = (0.25, 0.25, 0.75, 0.75)
+            samples.append(Sample(str(path), 0, box, True, 1, boxes=(box,), box_classes=(0,)))
+        else:
+            samples.append(Sample(str(path), 1, NO_BOX, False, 0))
+    return samples
+
+
+def epoch_levels(ds) -> list[tuple[int, float]]:
+    """(grey level, class weight) of every image of one pass over `ds`."""
+    seen = []
+    for images, _, weights in ds:
+        seen += zip(images[:, 8, 8, 0].numpy().round().astype(int).tolist(), weights["class"].numpy().tolist())
+    return seen
+
+
+@pytest.mark.parametrize("rule", ["all", "largest"])
+def test_negatives_per_epoch_draws_a_fresh_seeded_share_of_negatives_and_keeps_every_positive(tmp_path, rule):
+    samples = marked_samples(tmp_path, positives=4, negatives=40)
+    cfg = DataConfig(root=str(tmp_path), image_size=16, batch_size=8, multi_object_rule=rule, negatives_per_epoch=0.25)
+    ds = make_dataset(samples, 2, cfg, training=True, class_weights=[1.0, 0.5], augment=False)
+    assert int(ds.cardinality()) == 2  # 14 images in batches of 8: known to Keras
+    epochs = [epoch_levels(ds)]
+    for sample in samples:  # later epochs draw from the memory cache, not the files
+        Path(sample.image_path).unlink()
+    epochs += [epoch_levels(ds) for _ in range(3)]
+    drawn = []
+    for seen in epochs:
+        levels = [level for level, _ in seen]
+        assert sorted(level for level in levels if level <= 4) == [1, 2, 3, 4]  # every positive, once
+        drawn.append(frozenset(level for level in levels if level > 4))
+        assert len(drawn[-1]) == 10  # 0.25 of 40
+        # a drawn negative weighs 1/0.25 times its class weight, a positive its class weight
+        assert {weight for level, weight in seen} == {1.0, 2.0}
+        assert all((weight == 2.0) == (level > 4) for level, weight in seen)
+    assert len(set(drawn)) == 4  # a fresh draw each epoch
+    assert epoch_size(samples, cfg) == 14
+
+
+def test_negatives_per_epoch_draws_repeat_with_the_seed_and_evaluation_keeps_every_image(tmp_path):
+    samples = marked_samples(tmp_path, positives=4, negatives=40)
+    cfg = DataConfig(root=str(tmp_path), image_size=16, batch_size=8, multi_object_rule="all", negatives_per_epoch=0.25)
+
+    def draws(ds, epochs):
+        return [sorted(level for level, _ in epoch_levels(ds) if level > 4) for _ in range(epochs)]
+
+    first = draws(make_dataset(samples, 2, cfg, training=True, augment=False), 2)
+    assert draws(make_dataset(samples, 2, cfg, training=True, augment=False), 2) == first
+    other_seed = DataConfig(**{**cfg.__dict__, "seed": cfg.seed + 1})
+    assert draws(make_dataset(samples, 2, other_seed, training=True, augment=False), 2) != first
+    everything = epoch_levels(make_dataset(samples, 2, cfg, training=False, class_weights=[1.0, 0.5]))
+    assert sorted(level for level, _ in everything) == list(range(1, 45))  # evaluation: every image
+    assert {weight for _, weight in everything} == {1.0, 0.5}
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
+def test_negatives_per_epoch_outside_zero_to_one_is_refused(tmp_path, fraction):
+    with pytest.raises(ValueError, match="data.negatives_per_epoch"):
+        DataConfig(root=str(tmp_path), negatives_per_epoch=fraction)

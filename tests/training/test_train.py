@@ -3,6 +3,7 @@ it learns (beats chance), fills the run folder, and resumes an interrupted run."
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -138,6 +139,24 @@ def test_frozen_phase_uses_the_feature_cache_and_records_it(tmp_path):
     assert [(p["name"], p["feature_cache"]) for p in phases] == [("frozen", "file"), ("fine_tune", "off")]
     assert result.status == "finished"
     assert not list((tmp_path / "cache" / "features").glob("*/*"))  # file cache removed after the phase
+
+
+def test_negatives_per_epoch_shortens_only_the_epochs_on_images(tmp_path, capsys):
+    cfg = small_run(
+        tmp_path, "trainer.epochs=2", "trainer.freeze_epochs=1", "trainer.feature_cache=memory",
+        "data.negatives_per_epoch=0.5",
+    )
+    result = train(cfg, tmp_path / "run")
+    assert result.status == "finished"
+    phases = json.loads((tmp_path / "run" / "run.json").read_text())["phases"]
+    printed = capsys.readouterr().out
+    negatives = int(re.search(r"'no finding': (\d+)", printed).group(1))  # the printed train class counts
+    assert negatives >= 4
+    total = phases[0]["images_per_epoch"]  # cached features: every image
+    assert [p["name"] for p in phases] == ["frozen", "fine_tune"]
+    assert phases[1]["images_per_epoch"] == total - negatives + round(negatives / 2)
+    assert f"negatives drawn afresh each epoch: 0.5 of {negatives}" in printed
+    assert printed.count("negatives drawn afresh") == 1  # not on the frozen phase's cached features
 
 
 def test_phase_plan():

@@ -61,6 +61,7 @@ class DataConfig:
     batch_size: int = 32
     cache: str | None = "memory"
     shuffle_buffer: int = 4096
+    negatives_per_epoch: float = 1.0
     seed: int = 42
     allow_shrink: bool = False
     # format=folders (conf/data/folders.yaml documents each): where the class folders are,
@@ -86,6 +87,8 @@ class DataConfig:
                 raise ValueError(f"data.{name}={value!r}; expected one of {', '.join(allowed)}.")
         if self.max_boxes < 1:
             raise ValueError(f"data.max_boxes={self.max_boxes}; expected at least 1.")
+        if not 0.0 < self.negatives_per_epoch <= 1.0:
+            raise ValueError(f"data.negatives_per_epoch={self.negatives_per_epoch}; expected a fraction in (0, 1].")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
         self.split_fractions = {canonical_split(k): float(v) for k, v in dict(self.split_fractions).items()}

@@ -297,8 +297,9 @@ def make_dataset(
     weights = np.ones(num_classes, np.float32) if class_weights is None else np.asarray(class_weights, np.float32)
     if augment and augmenter is None:
         augmenter = BoxAugmenter(cfg.augment, cfg.image_size, cfg.seed)
+    fraction = cfg.negatives_per_epoch if training else 1.0
     stages = (_detection_stages if cfg.multi_object_rule == "all" else _single_box_stages)(
-        samples, num_classes, cfg, tf.constant(weights), augmenter if augment else None
+        samples, num_classes, cfg, _ClassWeights(tf.constant(weights), 1.0 / fraction), augmenter if augment else None
     )
 
     ds = tf.data.Dataset.from_tensor_slices(stages.slices)
@@ -308,12 +309,59 @@ def make_dataset(
     elif cache:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         ds = ds.cache(str(cache))
+    if fraction < 1.0:
+        ds = _draw_negatives(ds, samples, cfg)
     if training:
         buffer = min(len(samples), max(cfg.shuffle_buffer, batch_size))
         ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE)
     ds = ds.map(stages.to_targets, num_parallel_calls=AUTOTUNE)
     return with_data_sharding(ds.prefetch(AUTOTUNE))
+
+
+def epoch_size(samples: Sequence[Sample], cfg: DataConfig) -> int:
+    """Images in one training epoch of `make_dataset`: every image with a box, and
+    `data.negatives_per_epoch` of the others (rounded)."""
+    negatives = sum(not s.has_box for s in samples)
+    return len(samples) - negatives + int(round(negatives * cfg.negatives_per_epoch))
+
+
+def _draw_negatives(ds: tf.data.Dataset, samples: Sequence[Sample], cfg: DataConfig) -> tf.data.Dataset:
+    """Every image with a box, and `data.negatives_per_epoch` of the others (rounded),
+    drawn afresh each epoch (each new iterator) from a seeded stream, so runs repeat.
+
+    Each epoch permutes the negatives' ranks with its own seed and keeps those whose
+    rank lands among the first `drawn`: the epoch's length is exact (Keras knows its
+    steps, the schedule its length), and nothing is buffered beyond the usual shuffle."""
+    is_negative = np.array([not s.has_box for s in samples])
+    ranks = tf.constant(np.where(is_negative, np.cumsum(is_negative) - 1, -1), tf.int64)
+    negatives = int(is_negative.sum())
+    drawn = epoch_size(samples, cfg) - (len(samples) - negatives)
+
+    def one_epoch(epoch_seed):
+        order = tf.random.experimental.stateless_shuffle(tf.range(negatives, dtype=tf.int64), tf.stack([epoch_seed, 0]))
+
+        def keep(index, element):
+            rank = ranks[index]
+            return (rank < 0) | (tf.gather(order, tf.maximum(rank, 0)) < drawn)
+
+        return ds.enumerate().filter(keep).map(lambda index, element: element)
+
+    seeds = tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).take(1)
+    return seeds.flat_map(one_epoch).apply(tf.data.experimental.assert_cardinality(epoch_size(samples, cfg)))
+
+
+@dataclass(frozen=True)
+class _ClassWeights:
+    """The class head's per-sample weight: the class's weight, times `negative` for an
+    image without a box (1/`data.negatives_per_epoch` when training draws negatives, so
+    the expected class loss, and the head's prior, stay those of the whole split)."""
+
+    table: tf.Tensor
+    negative: float
+
+    def of(self, class_id: tf.Tensor, has_box: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.table, class_id) * tf.where(has_box, 1.0, self.negative)
 
 
 @dataclass(frozen=True)
@@ -332,7 +380,7 @@ def _load_image(path: tf.Tensor, boxes: tf.Tensor, cfg: DataConfig) -> tuple[tf.
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), boxes
 
 
-def _single_box_stages(samples, num_classes, cfg, weight_table, augmenter) -> _Stages:
+def _single_box_stages(samples, num_classes, cfg, class_weights: _ClassWeights, augmenter) -> _Stages:
     boxes = np.array([s.box for s in samples], np.float32).reshape(-1, 4)
     masks = np.array([s.has_box for s in samples], np.float32)
 
@@ -345,13 +393,13 @@ def _single_box_stages(samples, num_classes, cfg, weight_table, augmenter) -> _S
         if augmenter is not None:
             images, box = augmenter(images, box, mask)
         targets = {"class": tf.one_hot(class_id, num_classes), "box": box}
-        sample_weights = {"class": tf.gather(weight_table, class_id), "box": mask}
+        sample_weights = {"class": class_weights.of(class_id, mask > 0), "box": mask}
         return images, targets, sample_weights
 
     return _Stages((_paths(samples), _class_ids(samples), boxes, masks), load, to_targets)
 
 
-def _detection_stages(samples, num_classes, cfg, weight_table, augmenter) -> _Stages:
+def _detection_stages(samples, num_classes, cfg, class_weights: _ClassWeights, augmenter) -> _Stages:
     rows = detection_rows(samples, cfg.max_boxes)
 
     def load(path, class_id, rows):
@@ -361,9 +409,10 @@ def _detection_stages(samples, num_classes, cfg, weight_table, augmenter) -> _St
 
     def to_targets(images, class_id, rows):
         images = tf.cast(images, tf.float32)
+        boxed = tf.reduce_any(rows[..., 4] >= 0, axis=-1)  # before augmentation, which may push boxes out
         if augmenter is not None:
             images, rows = augmenter.augment_detections(images, rows)
-        class_weight = tf.gather(weight_table, class_id)
+        class_weight = class_weights.of(class_id, boxed)
         targets = {"class": tf.one_hot(class_id, num_classes), "detections": rows}
         return images, targets, {"class": class_weight, "detections": tf.ones_like(class_weight)}
 

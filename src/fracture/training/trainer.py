@@ -375,7 +375,7 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
     set_backbone_trainable(fm.backbone, phase.trainable_layers, _freeze_batchnorm(settings.trainer, fm))
     data = _phase_data(phase, session)
     fit_model = data.fit_model
-    steps = settings.trainer.max_train_batches or -(-len(session.train_samples) // data_cfg.batch_size)
+    steps = settings.trainer.max_train_batches or -(-data.epoch_images // data_cfg.batch_size)
     with session.strategy.scope():  # metrics too: their variables must be the strategy's to add up across workers
         metrics, weighted_metrics = build_metrics(session.classes.num_classes, settings.class_metric, _single_box(session))
         optimizer = build_optimizer(
@@ -389,6 +389,7 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
     print(
         f"Phase {phase.name}: epochs {phase.start + 1}-{phase.end}, backbone trainable={phase.trainable_layers}, "
         f"lr={phase.learning_rate:g} (warm-up {phase.warmup_epochs:g} epochs), augment={phase.augment}, "
+        f"images per epoch={data.epoch_images:,}{_drawn(data, session)}, "
         f"trainable params={_count(fit_model.trainable_weights):,}"
     )
     epochs_before = session.state.epoch
@@ -407,6 +408,7 @@ def _run_phase(phase: Phase, session: Session) -> tuple[dict, str | None]:
         "epochs": session.state.epoch - epochs_before,
         "first_epoch": epochs_before + 1 if session.state.epoch > epochs_before else None,
         "feature_cache": data.cache_mode,
+        "images_per_epoch": data.epoch_images,
         "trainable_layers": phase.trainable_layers,
         "learning_rate": phase.learning_rate,
         "warmup_epochs": phase.warmup_epochs,
@@ -424,6 +426,9 @@ class PhaseData:
         fit_model: the end-to-end model, or the heads alone on cached features.
         train, val: the datasets `fit` gets.
         cache_mode: the feature cache used ("off", "memory" or "file").
+        epoch_images: images in one training epoch (for the learning-rate schedule's
+            length): every train image on cached features, fewer on images when
+            `data.negatives_per_epoch` draws the negatives.
         release: frees the cache (its files) after the phase.
         augmenter: the train-time augmenter, when the phase augments (its counters are
             reported per epoch).
@@ -433,8 +438,18 @@ class PhaseData:
     train: object
     val: object
     cache_mode: str
+    epoch_images: int
     release: object = lambda: None
     augmenter: object = None
+
+
+def _drawn(data: "PhaseData", session: Session) -> str:
+    """How many negatives an epoch on images draws, when `data.negatives_per_epoch` < 1."""
+    fraction = session.data.negatives_per_epoch
+    if fraction >= 1.0 or data.cache_mode != "off":  # cached features: every image
+        return ""
+    negatives = sum(not s.has_box for s in session.train_samples)
+    return f" (negatives drawn afresh each epoch: {fraction:g} of {negatives:,})"
 
 
 def _single_box(session: Session) -> bool:
@@ -448,7 +463,7 @@ def _phase_data(phase: Phase, session: Session) -> PhaseData:
     A frozen, unaugmented phase trains the heads on backbone features computed once
     (`trainer.feature_cache`); any other phase trains the end-to-end model on images.
     """
-    from fracture.data.pipeline import BoxAugmenter, make_dataset
+    from fracture.data.pipeline import BoxAugmenter, epoch_size, make_dataset
 
     settings, data_cfg, fm, trainer = session.settings, session.data, session.fm, session.settings.trainer
     num_classes, weights = session.classes.num_classes, session.class_weights
@@ -469,7 +484,10 @@ def _phase_data(phase: Phase, session: Session) -> PhaseData:
             trainer.data_sharding,
             data_cfg.batch_size,
         )
-        return PhaseData(fm.model, train_ds, _limit(val_ds, trainer.max_val_batches), mode, augmenter=augmenter)
+        return PhaseData(
+            fm.model, train_ds, _limit(val_ds, trainer.max_val_batches), mode,
+            epoch_size(session.train_samples, data_cfg), augmenter=augmenter,
+        )
     started = time.time()
     print(f"Phase {phase.name}: computing frozen-backbone features once ({mode} cache).")
     # unshuffled and unaugmented: the features are shuffled per epoch by feature_dataset
@@ -486,6 +504,7 @@ def _phase_data(phase: Phase, session: Session) -> PhaseData:
         feature_dataset(cached[0], batch, shuffle=True, seed=seed),
         feature_dataset(cached[1], batch, shuffle=False, seed=seed),
         mode,
+        len(session.train_samples),
         lambda: [c.release() for c in cached],
     )
 
