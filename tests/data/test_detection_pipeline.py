@@ -188,6 +188,13 @@ def test_negatives_per_epoch_draws_repeat_with_the_seed_and_evaluation_keeps_eve
     assert {weight for _, weight in everything} == {1.0, 0.5}
 
 
+def test_negatives_per_epoch_without_negatives_keeps_every_image(tmp_path):
+    samples = marked_samples(tmp_path, positives=5, negatives=0)
+    cfg = DataConfig(root=str(tmp_path), image_size=16, batch_size=2, multi_object_rule="all", negatives_per_epoch=0.5)
+    ds = make_dataset(samples, 2, cfg, training=True, augment=False)
+    assert sorted(level for level, _ in epoch_levels(ds)) == [1, 2, 3, 4, 5]
+
+
 @pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
 def test_negatives_per_epoch_outside_zero_to_one_is_refused(tmp_path, fraction):
     with pytest.raises(ValueError, match="data.negatives_per_epoch"):

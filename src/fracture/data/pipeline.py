@@ -336,6 +336,8 @@ def _draw_negatives(ds: tf.data.Dataset, samples: Sequence[Sample], cfg: DataCon
     is_negative = np.array([not s.has_box for s in samples])
     ranks = tf.constant(np.where(is_negative, np.cumsum(is_negative) - 1, -1), tf.int64)
     negatives = int(is_negative.sum())
+    if negatives == 0:  # nothing to draw (and no permutation to index)
+        return ds
     drawn = epoch_size(samples, cfg) - (len(samples) - negatives)
 
     def one_epoch(epoch_seed):
