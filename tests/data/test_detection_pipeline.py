@@ -10,7 +10,7 @@ from PIL import Image
 
 from fracture.data.config import AugmentConfig, DataConfig
 from fracture.data.index import NO_BOX, Sample
-from fracture.data.pipeline import BoxAugmenter, detection_rows, epoch_size, make_dataset
+from fracture.data.pipeline import BoxAugmenter, epoch_size, make_dataset, padded_box_rows
 
 NO_GEOMETRY = dict(rotation=0.0, translation=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
 
@@ -53,7 +53,7 @@ def test_padded_detection_targets_in_the_letterboxed_frame(samples, tmp_path):
 
 def test_more_boxes_than_max_boxes_is_refused_not_cut_unseen(samples):
     with pytest.raises(ValueError, match="more than data.max_boxes=1"):
-        detection_rows(samples, max_boxes=1)
+        padded_box_rows(samples, max_boxes=1)
 
 
 def rectangles(batch: int, size: int = 64):

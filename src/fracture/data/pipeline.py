@@ -232,7 +232,7 @@ def _augment_layers(cfg: AugmentConfig, seed: int) -> list:
     return layers
 
 
-def detection_rows(samples: Sequence[Sample], max_boxes: int) -> np.ndarray:
+def padded_box_rows(samples: Sequence[Sample], max_boxes: int) -> np.ndarray:
     """Every sample's boxes as `(N, max_boxes, 5)` rows `[x1, y1, x2, y2, class_id]`
     (original image frame), padded with rows of -1.
 
@@ -402,7 +402,7 @@ def _single_box_stages(samples, num_classes, cfg, class_weights: _ClassWeights, 
 
 
 def _detection_stages(samples, num_classes, cfg, class_weights: _ClassWeights, augmenter) -> _Stages:
-    rows = detection_rows(samples, cfg.max_boxes)
+    rows = padded_box_rows(samples, cfg.max_boxes)
 
     def load(path, class_id, rows):
         real = rows[:, 4:] >= 0
