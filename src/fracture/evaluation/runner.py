@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from fracture.evaluation import metrics as M
 from fracture.evaluation.boxes import ImageBoxes, box_metrics
 from fracture.evaluation.report import render_report
 from fracture.runs import BEST_MODEL, LoadedRun, RunLayout, load_run, write_csv, write_json, write_text
+
+if TYPE_CHECKING:  # the config module is light, but its package imports Keras
+    from fracture.models.detection.config import DecodeConfig
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Predictions:
     boxes: np.ndarray
     image_boxes: np.ndarray
     detections: list | None = None  # a detector's every box per image (inference.ImageDetections)
+    decode: DecodeConfig | None = None  # the DecodeConfig that made `detections`: the metrics record what was used
 
     @property
     def y_true(self) -> np.ndarray:
@@ -106,7 +111,7 @@ def _predict_detector(run: LoadedRun, samples: list, sizes: dict, images) -> Pre
     model_boxes = np.array([
         image_box_to_model(b, *sizes[s.image_path], run.data.image_size, run.data.resize) for s, b in zip(samples, image_boxes)
     ]).reshape(-1, 4)
-    return Predictions(samples, np.concatenate(probs), model_boxes, image_boxes, detections)
+    return Predictions(samples, np.concatenate(probs), model_boxes, image_boxes, detections, decode)
 
 
 def index_splits(run: LoadedRun, splits: list[str], cache_dir):
@@ -232,14 +237,13 @@ def _detection(run: LoadedRun, preds: Predictions, sizes: dict, cfg: EvalConfig,
     """The detection block (fracture.evaluation.detection) and its figures."""
     from fracture.data.pipeline import decode_image
     from fracture.evaluation import detection as D
-    from fracture.inference import decode_config
 
     images = []
     for s, d in zip(preds.samples, preds.detections):
         h, w = sizes[s.image_path]
         true = np.asarray(s.boxes, float).reshape(-1, 4) * [w, h, w, h]
         images.append(D.ImageEval(w, h, true, np.asarray(s.box_classes, int), d.boxes, d.scores, d.classes))
-    decode = decode_config(run)
+    decode = preds.decode
     settings = D.DetectionEvalSettings(cfg.bootstrap, 0, decode.confidence, decode.iou, decode.max_detections,
                                        decode.test_time_flip)
     names, negative = run.classes.class_names, run.classes.negative_id
