@@ -161,3 +161,29 @@ def test_a_run_that_fails_before_its_first_epoch_says_so(tmp_path):
     log = (run_dir / "train.log").read_text()
     assert "run folder:" in log and "error:" in log
     assert (run_dir / "config.yaml").is_file()
+
+
+def test_a_signal_inside_a_finalizer_is_kept_for_the_next_batch_and_not_printed(monkeypatch):
+    """Python prints an exception raised in a `__del__` as "Exception ignored ... Traceback";
+    a SIGTERM that lands there must stay quiet and still end the run at the next batch end."""
+    from fracture.training.trainer import RunInterrupted, SignalGuard
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    class SignalledWhileFinalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # runs the Python handler here, inside __del__
+
+    class BrokenFinalizer:
+        def __del__(self):
+            raise ValueError("an unrelated finalizer bug")
+
+    with SignalGuard() as guard:
+        SignalledWhileFinalized()  # dropped at once: its __del__ runs on this line
+        BrokenFinalizer()
+        with pytest.raises(RunInterrupted):
+            guard.check()
+    assert [type(u.exc_value) for u in reported] == [ValueError]  # other finalizer errors still reported
+    assert sys.unraisablehook == reported.append
+    assert signal.getsignal(signal.SIGTERM) is not guard._raise

@@ -540,19 +540,30 @@ class SignalGuard(keras.callbacks.Callback):
     it: Keras' `save_model` wraps its temp file in a bare `except:` and carries on. So the
     signal is also remembered, and as a callback (the last one of every `fit`) the guard raises
     it again at the next batch end, or at the epoch end once the epoch is committed.
+
+    A signal that arrives while a finalizer runs (a `__del__`, a weakref callback, the garbage
+    collector) raises there, and Python reports it through `sys.unraisablehook` as "Exception
+    ignored in ... Traceback". The guard's own hook stays quiet about `RunInterrupted` (it is
+    remembered and raised again) and passes everything else to the previous hook.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         super().__init__()
-        self.previous, self.received = {}, None
+        self.previous, self.previous_unraisablehook, self.received = {}, None, None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._raise)
+            self.previous_unraisablehook = sys.unraisablehook
+            sys.unraisablehook = self._unraisable
         return self
+
+    def _unraisable(self, unraisable) -> None:
+        if not isinstance(unraisable.exc_value, RunInterrupted):
+            self.previous_unraisablehook(unraisable)
 
     def _raise(self, signum, frame):
         self.received = signum
@@ -574,6 +585,8 @@ class SignalGuard(keras.callbacks.Callback):
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        if self.previous_unraisablehook is not None:
+            sys.unraisablehook = self.previous_unraisablehook
         return False
 
 
