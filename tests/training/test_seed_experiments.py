@@ -6,7 +6,6 @@ import json
 import sys
 import types
 
-import keras
 import pytest
 
 from conftest import PROJECT_ROOT, compose_cfg
@@ -63,6 +62,7 @@ def test_s1_compared_models_take_a_gradient_step_in_each_phase(model):
     backbone is its build, its freezing and its gradients, which eager steps check in
     seconds. `model.weights=null`: offline, ImageNet downloads fail anyway (tested in
     tests/models/test_backbones.py)."""
+    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -87,7 +87,6 @@ def test_s1_compared_models_take_a_gradient_step_in_each_phase(model):
         missing = [w.path for w, g in zip(weights, grads) if g is None]
         assert not missing, (phase.name, missing[:5])
         assert all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads), phase.name
-        assert backbone_ids <= {id(w) for w in weights}
 
 
 @pytest.mark.slow
