@@ -1,14 +1,15 @@
-"""Callbacks that decide when training stops (the time budget, the NaN guard) and the
-detector's per-epoch valid mAP that can pick best.keras."""
+"""Callbacks that decide when training stops (the time budget, the NaN guard), the
+detector's per-epoch valid mAP that can pick best.keras, and the weight average it scores."""
 
 import time
 
 import keras
 import numpy as np
+import pytest
 
 from fracture.models.schedules import WarmupCosine
-from fracture.training.callbacks import NaNGuard, TimeBudget, ValidationDetectionMAP
-from fracture.training.optim import current_learning_rate
+from fracture.training.callbacks import NaNGuard, TimeBudget, ValidationDetectionMAP, WeightAverage
+from fracture.training.optim import OptimizerConfig, build_optimizer, current_learning_rate
 
 
 def _fit(callbacks, epochs=5, scale=1.0, learning_rate=1e-2):
@@ -121,3 +122,57 @@ def test_validation_map_is_one_for_exact_boxes_and_counts_a_wrong_class_as_a_mis
     assert abs(logs["val_map50"] - 0.5) < 1e-6  # class 0: AP 0; class 1: AP 1 (its extra FP ranks last)
     one_missed = [truth[0], truth[1][:1]]
     assert abs(_map_logs(one_missed)["val_map50"] - (1.0 + 0.5) / 2) < 0.01  # class 1: recall 1/2
+
+
+class _WeightsSeen(keras.callbacks.Callback):
+    """The model's weights after every step, and at each epoch's end (placed after WeightAverage)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps, self.epoch_ends = [], []
+
+    def _weights(self):
+        return np.concatenate([np.ravel(v.numpy()) for v in self.model.trainable_variables])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append(self._weights())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_ends.append(self._weights())
+
+
+def _fit_averaged(ema_momentum, epochs=3):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    cfg = OptimizerConfig(schedule="constant", clipnorm=None, weight_decay=0.0, ema_momentum=ema_momentum)
+    model.compile(optimizer=build_optimizer(cfg, 0.1, 2, epochs, 4), loss="mse")
+    rng = np.random.default_rng(0)
+    seen = _WeightsSeen()
+    averaging = [WeightAverage(0)] if ema_momentum is not None else []
+    model.fit(rng.normal(size=(8, 3)).astype("float32"), rng.normal(size=(8, 2)).astype("float32"),
+              epochs=epochs, batch_size=4, shuffle=False, verbose=0, callbacks=[*averaging, seen])
+    final = np.concatenate([np.ravel(v.numpy()) for v in model.trainable_variables])
+    return seen, final
+
+
+def test_weight_average_scores_the_average_and_trains_on_from_the_raw_weights():
+    momentum = 0.5
+    averaged, final = _fit_averaged(momentum)
+    plain, _ = _fit_averaged(None)
+    # the swaps at the epoch boundaries leave the training itself untouched
+    np.testing.assert_allclose(np.stack(averaged.steps), np.stack(plain.steps), rtol=1e-6, atol=1e-7)
+    expected, average = [], None
+    for step, raw in enumerate(plain.steps, 1):  # Keras's rule: the first step's weights, then the EMA
+        average = raw if average is None else momentum * average + (1 - momentum) * raw
+        if step % 2 == 0:  # 2 steps per epoch
+            expected.append(average)
+    np.testing.assert_allclose(np.stack(averaged.epoch_ends), np.stack(expected), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(final, expected[-1], rtol=1e-5, atol=1e-6)  # fit's finalize does not undo it
+    assert np.abs(expected[-1] - plain.steps[-1]).max() > 1e-3  # the average is not the raw weights
+
+
+def test_weight_average_needs_an_averaging_optimizer():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    with pytest.raises(ValueError, match="use_ema=True"):
+        model.fit(np.ones((4, 3)), np.ones((4, 1)), epochs=1, verbose=0, callbacks=[WeightAverage(0)])

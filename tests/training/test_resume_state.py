@@ -1,5 +1,6 @@
 """The epoch-end commit on its own: early stopping resumes with its counter, a non-finite
-epoch is never committed, and a weights file is current only once state.json names it."""
+epoch is never committed, a weights file is current only once state.json names it, and a
+weight average resumes exactly."""
 
 import json
 
@@ -8,13 +9,15 @@ import numpy as np
 import pytest
 
 from fracture.runs import RunLayout
+from fracture.training.callbacks import WeightAverage
 from fracture.training.resume import EpochCheckpoint, Monitor, Publisher, RunState
 
 
-def _model(lr=0.0):
+def _model(lr=0.0, ema_momentum=None):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum else {}
+    model.compile(optimizer=keras.optimizers.SGD(lr, **ema), loss="mse")
     return model
 
 
@@ -28,10 +31,11 @@ class Crash(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def _fit(model, state_dir, state, layout, extra=(), scale=1.0, epochs=10):
+def _fit(model, state_dir, state, layout, extra=(), scale=1.0, epochs=10, extra_first=()):
     checkpoint = EpochCheckpoint(state_dir, state, ("only", 0), Monitor("loss", "min", patience=3), Publisher(layout, model))
     x = np.ones((8, 3), "float32") * scale
-    history = model.fit(x, np.ones((8, 1), "float32"), epochs=epochs, batch_size=4, verbose=0, callbacks=[checkpoint, *extra])
+    callbacks = [*extra_first, checkpoint, *extra]
+    history = model.fit(x, np.ones((8, 1), "float32"), epochs=epochs, batch_size=4, verbose=0, callbacks=callbacks)
     return history
 
 
@@ -64,3 +68,25 @@ def test_only_weights_named_by_the_state_are_kept(tmp_path):
     kept = sorted(p.name for p in state_dir.glob("*.weights.h5"))
     assert kept == sorted({state["weights"], state["phase_best_weights"]})
     assert state["epoch"] == 3 and state["published"] == 3
+
+
+def test_a_resumed_phase_continues_the_weight_average_exactly(tmp_path):
+    # the committed epoch holds the average in the model and the raw weights in the
+    # optimizer's slots: the resumed epoch must swap them back, as an uninterrupted one does
+    def weights(model):
+        return np.concatenate([np.ravel(v.numpy()) for v in model.trainable_variables])
+
+    whole, layout = _model(0.05, 0.5), RunLayout(tmp_path / "whole_run")
+    _fit(whole, tmp_path / "whole", RunState(), layout, extra_first=[WeightAverage(0)], epochs=4)
+    uninterrupted = RunState.load(tmp_path / "whole").history
+
+    state_dir, layout = tmp_path / "state", RunLayout(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_model(0.05, 0.5), state_dir, RunState(), layout, extra=[Crash(2)], extra_first=[WeightAverage(0)], epochs=4)
+    resumed = _model(0.05, 0.5)
+    _fit(resumed, state_dir, RunState.load(state_dir), layout, extra_first=[WeightAverage(0)], epochs=4)
+    np.testing.assert_allclose(weights(resumed), weights(whole), rtol=1e-6)
+    assert [r["loss"] for r in RunState.load(state_dir).history] == pytest.approx([r["loss"] for r in uninterrupted])
+    plain = _model(0.05)
+    _fit(plain, tmp_path / "plain", RunState(), RunLayout(tmp_path / "plain_run"), epochs=4)
+    assert np.abs(weights(plain) - weights(whole)).max() > 1e-4  # the average is not the raw weights

@@ -238,11 +238,13 @@ class ValidationDetectionMAP(keras.callbacks.Callback):
             targets hold the padded `detections` rows (xyxy normalized, class, -1 = pad).
         detection_class_ids: the classes that have boxes ("no finding" left out).
         decode: `DecodeConfig`; ignore_class: the "no finding" id (never a box), or None.
+        prefix: of the log keys; "val_raw_" scores the raw weights before `WeightAverage`
+            swaps the average in.
     """
 
-    def __init__(self, model, val, image_size: int, strides, detection_class_ids, decode, ignore_class=None):
+    def __init__(self, model, val, image_size: int, strides, detection_class_ids, decode, ignore_class=None, prefix="val_"):
         super().__init__()
-        self.target, self.val = model, val
+        self.target, self.val, self.prefix = model, val, prefix
         self.image_size, self.strides = image_size, tuple(strides)
         self.class_ids, self.decode, self.ignore_class = list(detection_class_ids), decode, ignore_class
 
@@ -253,8 +255,9 @@ class ValidationDetectionMAP(keras.callbacks.Callback):
             return
         started = time.perf_counter()
         map50, map50_95, _ = coco_map(self.images(), self.class_ids)
-        logs["val_map50"], logs["val_map50_95"] = map50, map50_95
-        print(f"\nvalid mAP50 {map50:.4f}, mAP50-95 {map50_95:.4f} ({time.perf_counter() - started:.0f} s)")
+        logs[f"{self.prefix}map50"], logs[f"{self.prefix}map50_95"] = map50, map50_95
+        label = "valid" if self.prefix == "val_" else f"valid ({self.prefix.removeprefix('val_').strip('_')} weights)"
+        print(f"\n{label} mAP50 {map50:.4f}, mAP50-95 {map50_95:.4f} ({time.perf_counter() - started:.0f} s)")
 
     def images(self) -> list:
         """The valid split's truth and decoded detections, per image, in input pixels."""
@@ -274,6 +277,66 @@ class ValidationDetectionMAP(keras.callbacks.Callback):
                 images.append(ImageEval(size, size, image_rows[real, :4] * size, image_rows[real, 4].astype(int),
                                         boxes[i, :n] * size, scores[i, :n], classes[i, :n]))
         return images
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """Puts the optimizer's moving average of the trainable weights
+    (`model.optimizer.ema_momentum`) into the model at each epoch's end, so the valid mAP,
+    the committed epoch, best.keras and the phase's final weights are the average; the next
+    epoch trains on from the raw weights.
+
+    Why: CPU batches are small (16), and an epoch ends on whatever the last noisy steps left;
+    an average over the last few hundred steps is the detectors' usual remedy (YOLO, timm),
+    and it makes where `max_minutes` cuts a run matter less.
+
+    How: a swap, not a copy. The average and the raw weights trade places between the
+    model's variables and the optimizer's average slots, so a committed epoch file (model
+    weights and optimizer state) holds both. Every epoch of a phase after its first starts
+    by swapping back, the same whether the previous epoch ran in this process or was
+    loaded by a resume. Keras's `fit` ends by copying the average slots into the model
+    (`finalize_variable_values`), which after a swap hold the raw weights, so the average is
+    put back at the end of training.
+
+    It must come before the callbacks that read an epoch's weights (valid mAP, checkpoint).
+    Keras's own validation loss (`val_loss`) runs before any epoch-end callback: it is the
+    raw weights'.
+
+    Args:
+        first_epoch: the phase's first epoch (its optimizer's average starts there).
+    """
+
+    def __init__(self, first_epoch: int):
+        super().__init__()
+        self.first_epoch = first_epoch
+        self.average: list | None = None  # host copy of the last average swapped in
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch > self.first_epoch:  # the model holds the previous epoch's average
+            self._swap()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.average = self._swap()
+
+    def on_train_end(self, logs=None):
+        if self.average is not None:
+            for variable, value in zip(self.model.trainable_variables, self.average):
+                variable.assign(value)
+
+    def _swap(self) -> list:
+        """Trade the model's weights with the optimizer's averages; returns what the model now holds."""
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # mixed precision's LossScaleOptimizer
+        averages = getattr(optimizer, "_model_variables_moving_average", None)
+        variables = self.model.trainable_variables
+        if not getattr(optimizer, "use_ema", False) or averages is None or len(averages) != len(variables):
+            raise ValueError("WeightAverage needs a built optimizer with use_ema=True over the model's trainable weights.")
+        held = []
+        for variable, average in zip(variables, averages):
+            raw, mean = np.array(variable.numpy()), np.array(average.numpy())
+            variable.assign(mean)
+            average.assign(raw)
+            held.append(mean)
+        return held
 
 
 class AugmentationDrops(keras.callbacks.Callback):
@@ -316,7 +379,12 @@ def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, 
                 mode=cfg.mode, min_lr=opt_cfg.min_learning_rate,
             )
         )
-    if cfg.detection_map and session.settings.model.box_head == "dense":
+    dense_map = cfg.detection_map and session.settings.model.box_head == "dense"
+    if opt_cfg.ema_momentum is not None:
+        if dense_map:  # what the averaging buys, in the same epoch
+            callbacks.append(_validation_map(session, fit_model, val, prefix="val_raw_"))
+        callbacks.append(WeightAverage(phase.start))
+    if dense_map:
         callbacks.append(_validation_map(session, fit_model, val))
     es = cfg.early_stopping
     monitor = Monitor(
@@ -355,13 +423,15 @@ def _panel(session: "Session", n: int) -> BoxPanel:
     return BoxPanel(images, np.where(real, rows[..., :4], 0.0), captions)
 
 
-def _validation_map(session: "Session", fit_model: keras.Model, val) -> ValidationDetectionMAP:
+def _validation_map(session: "Session", fit_model: keras.Model, val, prefix: str = "val_") -> ValidationDetectionMAP:
     from fracture.evaluation.detection import detection_class_ids
 
     model_cfg, negative = session.settings.model, session.classes.negative_id
     decode = model_cfg.detection.decode  # evaluation's decoding, as evaluate.py reads it
     class_ids = detection_class_ids(session.classes.num_classes, negative)
-    return ValidationDetectionMAP(fit_model, val, session.data.image_size, model_cfg.strides, class_ids, decode, negative)
+    return ValidationDetectionMAP(
+        fit_model, val, session.data.image_size, model_cfg.strides, class_ids, decode, negative, prefix
+    )
 
 
 def _panel_predictions(session: "Session"):

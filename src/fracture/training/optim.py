@@ -29,12 +29,15 @@ class OptimizerConfig:
     plateau_patience: int = 2
     scale_lr: str = "none"
     reference_batch_size: int = 32
+    ema_momentum: float | None = None
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"model.optimizer.schedule={self.schedule!r}; expected one of {SCHEDULES}.")
         if self.scale_lr not in ("none", "linear"):
             raise ValueError(f"model.optimizer.scale_lr={self.scale_lr!r}; expected none or linear.")
+        if self.ema_momentum is not None and not 0.0 < self.ema_momentum < 1.0:
+            raise ValueError(f"model.optimizer.ema_momentum={self.ema_momentum}; expected null (off) or a value in (0, 1).")
         for key in ("warmup_epochs", "fine_tune_warmup_epochs"):
             if (getattr(self, key) or 0) < 0:
                 raise ValueError(f"model.optimizer.{key}={getattr(self, key)}; expected >= 0.")
@@ -75,7 +78,10 @@ def build_optimizer(
         rate = WarmupCosine(peak, steps_per_epoch * epochs, int(round(warmup * steps_per_epoch)), cfg.min_learning_rate)
     else:  # "plateau" adapts a plain float rate through the ReduceLROnPlateau callback
         rate = peak
-    return keras.optimizers.AdamW(learning_rate=rate, weight_decay=cfg.weight_decay, clipnorm=cfg.clipnorm)
+    # ema_momentum: the optimizer keeps a moving average of the weights (saved with its state,
+    # so a resumed run continues it); WeightAverage scores and publishes it at each epoch's end
+    ema = {"use_ema": True, "ema_momentum": cfg.ema_momentum} if cfg.ema_momentum is not None else {}
+    return keras.optimizers.AdamW(learning_rate=rate, weight_decay=cfg.weight_decay, clipnorm=cfg.clipnorm, **ema)
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
