@@ -233,3 +233,19 @@ def test_a_damaged_dataset_stops_the_run_with_the_reason_unless_allowed(tmp_path
     assert allowed.status == "finished"
     log = (tmp_path / "allowed" / "train.log").read_text()
     assert "no label file" in log  # the accounting table was printed before training
+
+
+def test_a_weight_average_is_scored_beside_the_raw_weights_in_both_phases(tmp_path):
+    cfg = compose_cfg("config", [
+        "experiment=demo_detector", f"data.root={tmp_path / 'synthetic'}", "data.synthetic.per_class=8",
+        "data.synthetic.min_side=96", "data.synthetic.max_side=128", "data.image_size=64", "data.batch_size=8",
+        "trainer.epochs=2", "trainer.freeze_epochs=1", "trainer.max_train_batches=2",
+        "model.optimizer.ema_momentum=0.9", f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}", "callbacks.progress=0", "callbacks.tensorboard.enabled=false",
+    ])
+    result = train(cfg, tmp_path / "run")
+    assert result.status == "finished"
+    rows = history_rows(result.run_dir)
+    assert [r["epoch"] for r in rows] == ["0", "1"]  # the frozen phase on cached features, then fine-tuning
+    for key in ("val_raw_map50", "val_raw_map50_95", "val_map50", "val_map50_95"):
+        assert all(0.0 <= float(r[key]) <= 1.0 for r in rows), key
