@@ -240,7 +240,7 @@ def test_a_weight_average_is_scored_beside_the_raw_weights_in_both_phases(tmp_pa
         "experiment=demo_detector", f"data.root={tmp_path / 'synthetic'}", "data.synthetic.per_class=8",
         "data.synthetic.min_side=96", "data.synthetic.max_side=128", "data.image_size=64", "data.batch_size=8",
         "trainer.epochs=2", "trainer.freeze_epochs=1", "trainer.max_train_batches=2",
-        "model.optimizer.ema_momentum=0.9", f"paths.log_dir={tmp_path / 'logs'}",
+        "model.optimizer.ema_momentum=0.9", "callbacks.raw_weights_map=true", f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.cache_dir={tmp_path / 'cache'}", "callbacks.progress=0", "callbacks.tensorboard.enabled=false",
     ])
     result = train(cfg, tmp_path / "run")

@@ -39,6 +39,7 @@ class CallbacksConfig:
     terminate_on_nan: bool = True
     progress: str | int = "auto"
     detection_map: bool = True
+    raw_weights_map: bool = False
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -381,7 +382,7 @@ def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, 
         )
     dense_map = cfg.detection_map and session.settings.model.box_head == "dense"
     if opt_cfg.ema_momentum is not None:
-        if dense_map:  # what the averaging buys, in the same epoch
+        if dense_map and cfg.raw_weights_map:  # what the averaging buys, in the same epoch
             callbacks.append(_validation_map(session, fit_model, val, prefix="val_raw_"))
         callbacks.append(WeightAverage(phase.start))
     if dense_map:
