@@ -141,24 +141,29 @@ class _WeightsSeen(keras.callbacks.Callback):
         self.epoch_ends.append(self._weights())
 
 
-def _fit_averaged(ema_momentum, epochs=3):
+def _fit_averaged(ema_momentum, seen, score_raw=None, epochs=3):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     cfg = OptimizerConfig(schedule="constant", clipnorm=None, weight_decay=0.0, ema_momentum=ema_momentum)
     model.compile(optimizer=build_optimizer(cfg, 0.1, 2, epochs, 4), loss="mse")
     rng = np.random.default_rng(0)
-    seen = _WeightsSeen()
-    averaging = [WeightAverage(0)] if ema_momentum is not None else []
-    model.fit(rng.normal(size=(8, 3)).astype("float32"), rng.normal(size=(8, 2)).astype("float32"),
-              epochs=epochs, batch_size=4, shuffle=False, verbose=0, callbacks=[*averaging, seen])
+    x, y = rng.normal(size=(8, 3)).astype("float32"), rng.normal(size=(8, 2)).astype("float32")
+    averaging = [WeightAverage(0, score_raw)] if ema_momentum is not None else []
+    history = model.fit(x, y, validation_data=(x, y), epochs=epochs, batch_size=4, shuffle=False, verbose=0,
+                        callbacks=[*averaging, seen])
     final = np.concatenate([np.ravel(v.numpy()) for v in model.trainable_variables])
-    return seen, final
+    return final, history.history, (x, y)
 
 
-def test_weight_average_scores_the_average_and_trains_on_from_the_raw_weights():
-    momentum = 0.5
-    averaged, final = _fit_averaged(momentum)
-    plain, _ = _fit_averaged(None)
+def test_weight_average_is_validated_and_kept_while_training_goes_on_from_the_raw_weights():
+    momentum, averaged, plain, raw_seen = 0.5, _WeightsSeen(), _WeightsSeen(), []
+
+    def score_raw():  # what callbacks.raw_weights_map scores: the raw weights, before the swap
+        raw_seen.append(averaged._weights())
+        return {"val_raw_probe": float(len(raw_seen))}
+
+    final, logs, (x, y) = _fit_averaged(momentum, averaged, score_raw)
+    _fit_averaged(None, plain)
     # the swaps at the epoch boundaries leave the training itself untouched
     np.testing.assert_allclose(np.stack(averaged.steps), np.stack(plain.steps), rtol=1e-6, atol=1e-7)
     expected, average = [], None
@@ -169,10 +174,16 @@ def test_weight_average_scores_the_average_and_trains_on_from_the_raw_weights():
     np.testing.assert_allclose(np.stack(averaged.epoch_ends), np.stack(expected), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(final, expected[-1], rtol=1e-5, atol=1e-6)  # fit's finalize does not undo it
     assert np.abs(expected[-1] - plain.steps[-1]).max() > 1e-3  # the average is not the raw weights
+    # Keras's validation scores the average; score_raw saw the raw weights, and its figures are logged
+    kernel_bias = [(w[:6].reshape(3, 2), w[6:]) for w in expected]
+    val_loss = [float(np.mean((x @ k + b - y) ** 2)) for k, b in kernel_bias]
+    np.testing.assert_allclose(logs["val_loss"], val_loss, rtol=1e-4)
+    np.testing.assert_allclose(np.stack(raw_seen), np.stack(plain.steps)[1::2], rtol=1e-6, atol=1e-7)
+    assert logs["val_raw_probe"] == [1.0, 2.0, 3.0]
 
 
 def test_weight_average_needs_an_averaging_optimizer():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    with pytest.raises(ValueError, match="use_ema=True"):
+    with pytest.raises(ValueError, match="use_ema=True"):  # before any step
         model.fit(np.ones((4, 3)), np.ones((4, 1)), epochs=1, verbose=0, callbacks=[WeightAverage(0)])

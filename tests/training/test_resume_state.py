@@ -70,9 +70,18 @@ def test_only_weights_named_by_the_state_are_kept(tmp_path):
     assert state["epoch"] == 3 and state["published"] == 3
 
 
-def test_a_resumed_phase_continues_the_weight_average_exactly(tmp_path):
+class CrashAtTrainEnd(keras.callbacks.Callback):
+    """Killed after the last epoch's commit, before the phase is marked done."""
+
+    def on_train_end(self, logs=None):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("crash", ["at_epoch_3", "after_the_last_commit"])
+def test_a_resumed_phase_continues_the_weight_average_exactly(tmp_path, crash):
     # the committed epoch holds the average in the model and the raw weights in the
-    # optimizer's slots: the resumed epoch must swap them back, as an uninterrupted one does
+    # optimizer's slots: a resumed epoch must swap them back, as an uninterrupted one does,
+    # and a resume with no epoch left must keep the average (not Keras's end-of-fit copy)
     def weights(model):
         return np.concatenate([np.ravel(v.numpy()) for v in model.trainable_variables])
 
@@ -81,8 +90,10 @@ def test_a_resumed_phase_continues_the_weight_average_exactly(tmp_path):
     uninterrupted = RunState.load(tmp_path / "whole").history
 
     state_dir, layout = tmp_path / "state", RunLayout(tmp_path / "run")
+    crasher = Crash(2) if crash == "at_epoch_3" else CrashAtTrainEnd()
     with pytest.raises(KeyboardInterrupt):
-        _fit(_model(0.05, 0.5), state_dir, RunState(), layout, extra=[Crash(2)], extra_first=[WeightAverage(0)], epochs=4)
+        _fit(_model(0.05, 0.5), state_dir, RunState(), layout, extra=[crasher], extra_first=[WeightAverage(0)], epochs=4)
+    assert RunState.load(state_dir).epoch == (2 if crash == "at_epoch_3" else 4)
     resumed = _model(0.05, 0.5)
     _fit(resumed, state_dir, RunState.load(state_dir), layout, extra_first=[WeightAverage(0)], epochs=4)
     np.testing.assert_allclose(weights(resumed), weights(whole), rtol=1e-6)

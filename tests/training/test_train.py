@@ -194,6 +194,15 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
         train(cfg, tmp_path / "run")
 
 
+@pytest.mark.parametrize("overrides", [[], ["model.optimizer.ema_momentum=0.99"]])
+def test_raw_weights_map_without_an_average_to_compare_is_refused(tmp_path, overrides):
+    # the demo is a classifier: no valid mAP to score the raw weights by, with or without an average
+    cfg = small_run(tmp_path, "callbacks.raw_weights_map=true", *overrides)
+    with pytest.raises(ValueError, match="raw_weights_map=true"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_unknown_data_key_added_with_plus_is_refused_before_any_folder(tmp_path):
     cfg = small_run(tmp_path, "+data.batchsize=8")
     with pytest.raises(ValueError, match=r"data\.batchsize.*batch_size"):

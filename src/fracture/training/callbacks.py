@@ -239,8 +239,8 @@ class ValidationDetectionMAP(keras.callbacks.Callback):
             targets hold the padded `detections` rows (xyxy normalized, class, -1 = pad).
         detection_class_ids: the classes that have boxes ("no finding" left out).
         decode: `DecodeConfig`; ignore_class: the "no finding" id (never a box), or None.
-        prefix: of the log keys; "val_raw_" scores the raw weights before `WeightAverage`
-            swaps the average in.
+        prefix: of the log keys; "val_raw_" names the raw weights' figures, which
+            `WeightAverage` gets from `scores` before it swaps the average in.
     """
 
     def __init__(self, model, val, image_size: int, strides, detection_class_ids, decode, ignore_class=None, prefix="val_"):
@@ -250,15 +250,18 @@ class ValidationDetectionMAP(keras.callbacks.Callback):
         self.class_ids, self.decode, self.ignore_class = list(detection_class_ids), decode, ignore_class
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.scores())
+
+    def scores(self) -> dict:
+        """The valid mAP50 and mAP50-95 of the model's current weights, as log entries."""
         from fracture.evaluation.detection import coco_map
 
-        if logs is None:
-            return
         started = time.perf_counter()
         map50, map50_95, _ = coco_map(self.images(), self.class_ids)
-        logs[f"{self.prefix}map50"], logs[f"{self.prefix}map50_95"] = map50, map50_95
         label = "valid" if self.prefix == "val_" else f"valid ({self.prefix.removeprefix('val_').strip('_')} weights)"
         print(f"\n{label} mAP50 {map50:.4f}, mAP50-95 {map50_95:.4f} ({time.perf_counter() - started:.0f} s)")
+        return {f"{self.prefix}map50": map50, f"{self.prefix}map50_95": map50_95}
 
     def images(self) -> list:
         """The valid split's truth and decoded detections, per image, in input pixels."""
@@ -281,63 +284,76 @@ class ValidationDetectionMAP(keras.callbacks.Callback):
 
 
 class WeightAverage(keras.callbacks.Callback):
-    """Puts the optimizer's moving average of the trainable weights
-    (`model.optimizer.ema_momentum`) into the model at each epoch's end, so the valid mAP,
-    the committed epoch, best.keras and the phase's final weights are the average; the next
-    epoch trains on from the raw weights.
+    """Scores and keeps the optimizer's moving average of the trainable weights
+    (`model.optimizer.ema_momentum`) instead of the raw weights: the epoch's validation
+    (Keras's `val_*` metrics and the detector's `val_map50`), the committed epoch, best.keras
+    and the phase's final weights are the average; the next epoch trains on from the raw
+    weights.
 
-    Why: CPU batches are small (16), and an epoch ends on whatever the last noisy steps left;
-    an average over the last few hundred steps is the detectors' usual remedy (YOLO, timm),
-    and it makes where `max_minutes` cuts a run matter less.
+    Why: CPU batches are small (16), and an epoch ends on whatever its last noisy steps left;
+    an average over the last hundred or so steps (0.99 per step) is the detectors' usual
+    remedy (YOLO, timm).
 
-    How: a swap, not a copy. The average and the raw weights trade places between the
-    model's variables and the optimizer's average slots, so a committed epoch file (model
-    weights and optimizer state) holds both. Every epoch of a phase after its first starts
-    by swapping back, the same whether the previous epoch ran in this process or was
-    loaded by a resume. Keras's `fit` ends by copying the average slots into the model
-    (`finalize_variable_values`), which after a swap hold the raw weights, so the average is
-    put back at the end of training.
-
-    It must come before the callbacks that read an epoch's weights (valid mAP, checkpoint).
-    Keras's own validation loss (`val_loss`) runs before any epoch-end callback: it is the
-    raw weights'.
+    How: a swap, not a copy. When the epoch's validation begins (at the epoch's end without
+    validation data) the average and the raw weights trade places between the model's
+    variables and the optimizer's average slots, so a committed epoch file (model weights
+    and optimizer state) holds both. Every epoch of a phase after its first starts by
+    swapping back, the same whether the previous epoch ran in this process or was loaded by
+    a resume. Keras's `fit` ends by copying the average slots into the model
+    (`finalize_variable_values`); after a swap those hold the raw weights, so that copy is
+    turned off: the model already holds the average (also after a resumed `fit` that had no
+    epoch left to run).
 
     Args:
         first_epoch: the phase's first epoch (its optimizer's average starts there).
+        score_raw: optional; called just before the average is swapped in, returns figures
+            of the raw weights (e.g. their valid mAP) for the epoch's logs.
     """
 
-    def __init__(self, first_epoch: int):
+    def __init__(self, first_epoch: int, score_raw=None):
         super().__init__()
-        self.first_epoch = first_epoch
-        self.average: list | None = None  # host copy of the last average swapped in
+        self.first_epoch, self.score_raw = first_epoch, score_raw
+        self.holds_average, self.raw_logs = False, {}
+
+    def on_train_begin(self, logs=None):
+        if not getattr(self._averaging_optimizer(), "use_ema", False):
+            raise ValueError("WeightAverage needs an optimizer with use_ema=True (model.optimizer.ema_momentum).")
+        self.model.optimizer.finalize_variable_values = lambda var_list: None
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch > self.first_epoch:  # the model holds the previous epoch's average
             self._swap()
+        self.holds_average, self.raw_logs = False, {}
+
+    def on_test_begin(self, logs=None):
+        self._average_in()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.average = self._swap()
+        self._average_in()
+        if logs is not None:
+            logs.update(self.raw_logs)
 
-    def on_train_end(self, logs=None):
-        if self.average is not None:
-            for variable, value in zip(self.model.trainable_variables, self.average):
-                variable.assign(value)
+    def _average_in(self) -> None:
+        if self.holds_average:
+            return
+        if self.score_raw is not None:
+            self.raw_logs = self.score_raw()
+        self._swap()
+        self.holds_average = True
 
-    def _swap(self) -> list:
-        """Trade the model's weights with the optimizer's averages; returns what the model now holds."""
+    def _averaging_optimizer(self):
         optimizer = self.model.optimizer
-        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # mixed precision's LossScaleOptimizer
-        averages = getattr(optimizer, "_model_variables_moving_average", None)
-        variables = self.model.trainable_variables
-        if not getattr(optimizer, "use_ema", False) or averages is None or len(averages) != len(variables):
-            raise ValueError("WeightAverage needs a built optimizer with use_ema=True over the model's trainable weights.")
-        held = []
-        for variable, average in zip(variables, averages):
-            raw, mean = np.array(variable.numpy()), np.array(average.numpy())
-            variable.assign(mean)
+        return getattr(optimizer, "inner_optimizer", optimizer)  # mixed precision's LossScaleOptimizer
+
+    def _swap(self) -> None:
+        """Trade the model's weights with the optimizer's averages (Keras's own pairing)."""
+        optimizer = self._averaging_optimizer()
+        for variable, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+            if average is None:  # a variable Keras does not average (overwrite_with_gradient)
+                continue
+            raw = np.array(variable.numpy())
+            variable.assign(average.numpy())
             average.assign(raw)
-            held.append(mean)
-        return held
 
 
 class AugmentationDrops(keras.callbacks.Callback):
@@ -361,32 +377,32 @@ class AugmentationDrops(keras.callbacks.Callback):
 
 
 def build_callbacks(phase: "Phase", session: "Session", fit_model: keras.Model, val=None, augmenter=None) -> tuple[list, NaNGuard]:
-    """One phase's callbacks, in the order they must run at an epoch's end: the learning
-    rate, the augmentation drops and the detector's valid mAP (from `val`, the phase's
-    validation data) are logged before the checkpoint commits the epoch's row."""
+    """One phase's callbacks, in the order they must run at an epoch's end: the weight
+    average (when on) is swapped in first; the learning rate, the augmentation drops and the
+    detector's valid mAP (from `val`, the phase's validation data) are logged before
+    ReduceLROnPlateau reads them and the checkpoint commits the epoch's row."""
     cfg: CallbacksConfig = session.settings.callbacks
     opt_cfg = session.settings.optimizer
     layout, fm = session.layout, session.fm
     nan_guard = NaNGuard()
     callbacks: list = [LearningRateLogger()]
+    dense_map = cfg.detection_map and session.settings.model.box_head == "dense"
+    if opt_cfg.ema_momentum is not None:  # before all that read the weights: they see the average
+        raw_map = _validation_map(session, fit_model, val, prefix="val_raw_") if cfg.raw_weights_map else None
+        callbacks.append(WeightAverage(phase.start, raw_map.scores if raw_map else None))
     if augmenter is not None and session.data.multi_object_rule == "all":
         callbacks.append(AugmentationDrops(augmenter))
     if cfg.terminate_on_nan:
         callbacks.append(nan_guard)
-    if opt_cfg.schedule == "plateau":
+    if dense_map:
+        callbacks.append(_validation_map(session, fit_model, val))
+    if opt_cfg.schedule == "plateau":  # after the valid mAP, which it may monitor
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 cfg.monitor, factor=opt_cfg.plateau_factor, patience=opt_cfg.plateau_patience,
                 mode=cfg.mode, min_lr=opt_cfg.min_learning_rate,
             )
         )
-    dense_map = cfg.detection_map and session.settings.model.box_head == "dense"
-    if opt_cfg.ema_momentum is not None:
-        if dense_map and cfg.raw_weights_map:  # what the averaging buys, in the same epoch
-            callbacks.append(_validation_map(session, fit_model, val, prefix="val_raw_"))
-        callbacks.append(WeightAverage(phase.start))
-    if dense_map:
-        callbacks.append(_validation_map(session, fit_model, val))
     es = cfg.early_stopping
     monitor = Monitor(
         cfg.monitor, cfg.mode, int(es.get("patience", 8)) if es.get("enabled", True) else None, float(es.get("min_delta", 0.0))

@@ -99,6 +99,16 @@ class TrainSettings:
     task_name: str
     logger: LoggerConfig
 
+    def __post_init__(self):
+        if self.callbacks.raw_weights_map and (
+            self.optimizer.ema_momentum is None or not self.callbacks.detection_map or self.model.box_head != "dense"
+        ):
+            raise ValueError(
+                "callbacks.raw_weights_map=true scores the raw weights beside their average: it needs "
+                "model.optimizer.ema_momentum, model.box_head=dense and callbacks.detection_map=true "
+                f"(got {self.optimizer.ema_momentum}, {self.model.box_head}, {self.callbacks.detection_map})."
+            )
+
     @classmethod
     def from_config(cls, cfg) -> "TrainSettings":
         model = cfg.model
