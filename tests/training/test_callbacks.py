@@ -124,6 +124,10 @@ def test_validation_map_is_one_for_exact_boxes_and_counts_a_wrong_class_as_a_mis
     assert abs(_map_logs(one_missed)["val_map50"] - (1.0 + 0.5) / 2) < 0.01  # class 1: recall 1/2
 
 
+def _flat_weights(model):
+    return np.concatenate([np.ravel(v.numpy()) for v in model.trainable_variables])
+
+
 class _WeightsSeen(keras.callbacks.Callback):
     """The model's weights after every step, and at each epoch's end (placed after WeightAverage)."""
 
@@ -132,7 +136,7 @@ class _WeightsSeen(keras.callbacks.Callback):
         self.steps, self.epoch_ends = [], []
 
     def _weights(self):
-        return np.concatenate([np.ravel(v.numpy()) for v in self.model.trainable_variables])
+        return _flat_weights(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps.append(self._weights())
@@ -151,8 +155,7 @@ def _fit_averaged(ema_momentum, seen, score_raw=None, epochs=3):
     averaging = [WeightAverage(0, score_raw)] if ema_momentum is not None else []
     history = model.fit(x, y, validation_data=(x, y), epochs=epochs, batch_size=4, shuffle=False, verbose=0,
                         callbacks=[*averaging, seen])
-    final = np.concatenate([np.ravel(v.numpy()) for v in model.trainable_variables])
-    return final, history.history, (x, y)
+    return _flat_weights(model), history.history, (x, y)
 
 
 def test_weight_average_is_validated_and_kept_while_training_goes_on_from_the_raw_weights():
